@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Create (or reuse) the project-local virtualenv .venv with pinned dependencies and the
+# package installed. Fast when nothing changed (a stamp file keyed on the inputs).
+# When a system ROS 2 is sourced (ROS_DISTRO set, /opt/ros/...), the venv sees the system
+# site-packages and the ROS 2 wheels are not installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${LATENT_VS_VENV:-.venv}
+PY=${PYTHON:-python3}
+ros_mode=wheels
+if [ -n "${ROS_DISTRO:-}" ] && [ -d "/opt/ros/${ROS_DISTRO}" ]; then ros_mode=system; fi
+key=$( (cat requirements.txt requirements-ros.txt setup.py package.xml; echo "$ros_mode"; \
+        git ls-files -s latent_vs launch config models 2>/dev/null || find latent_vs launch config models -type f -newer setup.py) | sha1sum | cut -c1-16)
+stamp="$VENV/.latent_vs_stamp"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$key" ]; then exit 0; fi
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "[setup] creating $VENV ($ros_mode ROS 2)"
+  if [ "$ros_mode" = system ]; then "$PY" -m venv --system-site-packages "$VENV"; else "$PY" -m venv "$VENV"; fi
+fi
+pip=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
+echo "[setup] installing pinned dependencies (first time: ~2 min)"
+"${pip[@]}" -r requirements.txt
+if [ "$ros_mode" = wheels ]; then "${pip[@]}" -r requirements-ros.txt; fi
+# A regular (non-editable) install: editable installs drop data_files (launch, config, models).
+"${pip[@]}" --no-deps --no-build-isolation --force-reinstall . >/dev/null
+echo "$key" > "$stamp"
+echo "[setup] ready: $VENV"
