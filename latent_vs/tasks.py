@@ -11,7 +11,7 @@ import argparse
 
 import numpy as np
 
-from .geometry import error_metrics
+from .geometry import error_metrics, pose_to_matrix
 from .scene import SceneConfig, goal_pose
 
 
@@ -67,3 +67,22 @@ def main(argv=None) -> int:
     print(f"{s['n']} tasks (seed {a.seed}): initial error {s['t_mean_cm']:.1f} ± {s['t_std_cm']:.1f} cm, "
           f"{s['r_mean_deg']:.1f} ± {s['r_std_deg']:.1f}°  (paper: 47 ± 16 cm, 74 ± 28°)")
     return 0
+
+
+def sample_training_poses(n: int, seed: int = 0, scene: SceneConfig = SceneConfig(),
+                          margin: float = 1.25, near_goal_fraction: float = 0.2) -> np.ndarray:
+    """Camera poses oT_c (n, 4, 4) for training: the benchmark's look-at/look-from
+    distribution widened by `margin` (box, look-at radius, roll up to 180°), plus a fraction
+    of small displacements around the goal (up to 5 cm, 10°) where servoing ends."""
+    rng = np.random.default_rng(seed)
+    n_near = int(round(n * near_goal_fraction))
+    far = sample_tasks(n - n_near, seed=int(rng.integers(2**31)), scene=scene,
+                       box=tuple(margin * b for b in (1.2, 1.2, 0.3)),
+                       look_at_radius=(0.0, 0.32 * margin), max_roll_deg=180.0)
+    goal = goal_pose(scene)
+    d = np.concatenate([rng.uniform(-0.05, 0.05, (n_near, 3)),
+                        rng.normal(size=(n_near, 3))], 1)
+    d[:, 3:] *= (np.deg2rad(rng.uniform(0, 10, n_near)) / np.linalg.norm(d[:, 3:], axis=1))[:, None]
+    near = goal @ pose_to_matrix(d)
+    out = np.concatenate([far, near])
+    return out[rng.permutation(n)]
