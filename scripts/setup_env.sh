@@ -18,10 +18,11 @@ if [ ! -x "$VENV/bin/python" ]; then
   if [ "$ros_mode" = system ]; then "$PY" -m venv --system-site-packages "$VENV"; else "$PY" -m venv "$VENV"; fi
 fi
 pip=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
+quiet() { "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
 echo "[setup] installing pinned dependencies (first time: ~2 min)"
-"${pip[@]}" -r requirements.txt
-if [ "$ros_mode" = wheels ]; then "${pip[@]}" -r requirements-ros.txt; fi
+quiet "${pip[@]}" -r requirements.txt
+if [ "$ros_mode" = wheels ]; then quiet "${pip[@]}" -r requirements-ros.txt; fi
 # A regular (non-editable) install: editable installs drop data_files (launch, config, models).
-"${pip[@]}" --no-deps --no-build-isolation --force-reinstall . >/dev/null
+quiet "${pip[@]}" --no-deps --no-build-isolation --force-reinstall . >/dev/null
 echo "$key" > "$stamp"
 echo "[setup] ready: $VENV"
