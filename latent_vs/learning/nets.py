@@ -1,0 +1,129 @@
+"""The two encoders of the latent space Z = R^D (paper III-B, III-C).
+
+- φ (`PoseNet`): pose r = (t, θu) (B, 6) -> z_r (B, D). An MLP 6→32→64→128→64→32 with ReLU
+  after each hidden layer (paper III-C). The input is scaled by a fixed buffer inside the
+  module (metres and radians have different ranges), so an exported φ is self-contained.
+- ψ (`ImageEncoder`): image (B, 1, S, S), normalised as `normalise_images` does -> z_I (B, D).
+  A ResNet of BasicBlocks (depth 10/18/34) with weight normalisation instead of batch
+  normalisation and a group-convolution head instead of average pooling (paper III-C, after
+  AEVS [11]): a depthwise convolution whose kernel covers the whole final feature map, then
+  a linear layer to D. Written here because torchvision does not import beside torch 2.13.
+
+Without batch norm a deep ResNet starts unstable; each residual branch's last convolution
+starts with a zero weight-norm gain (the block starts as the identity; "SkipInit").
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.parametrizations import weight_norm
+from torch.nn.utils import parametrize
+
+ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU, "elu": nn.ELU, "tanh": nn.Tanh, "softplus": nn.Softplus,
+               "gelu": nn.GELU}
+
+# Image normalisation used by ψ: x = (I / 255 - IMAGE_MEAN) / IMAGE_STD (written to meta.json).
+IMAGE_MEAN = 0.5
+IMAGE_STD = 0.25
+
+
+def normalise_images(images: torch.Tensor, mean: float = IMAGE_MEAN, std: float = IMAGE_STD) -> torch.Tensor:
+    """uint8 or float grey levels in [0, 255], (..., S, S) -> float32 ψ input of the same shape."""
+    return (images.float() / 255.0 - mean) / std
+
+
+class PoseNet(nn.Module):
+    """φ: (B, 6) float32 poses r = (t [m], θu [rad]) -> (B, latent_dim)."""
+
+    def __init__(self, hidden=(32, 64, 128, 64), latent_dim: int = 32, activation: str = "relu",
+                 input_scale=(1 / 0.3, 1 / 0.3, 1 / 0.3, 1.0, 1.0, 1.0)):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation '{activation}' (known: {', '.join(ACTIVATIONS)})")
+        self.hidden = tuple(int(h) for h in hidden)
+        self.latent_dim = int(latent_dim)
+        self.activation = activation
+        self.register_buffer("input_scale", torch.as_tensor(input_scale, dtype=torch.float32).reshape(6))
+        layers: list[nn.Module] = []
+        dims = (6,) + self.hidden
+        for a, b in zip(dims[:-1], dims[1:]):
+            layers += [nn.Linear(a, b), ACTIVATIONS[activation]()]
+        layers.append(nn.Linear(dims[-1], self.latent_dim))
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, r: torch.Tensor) -> torch.Tensor:
+        return self.mlp(r * self.input_scale)
+
+
+def _wn_conv(cin: int, cout: int, k: int, stride: int = 1) -> nn.Module:
+    return weight_norm(nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=True))
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block (two 3x3 convolutions) with weight norm instead of batch norm."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = _wn_conv(cin, cout, 3, stride)
+        self.conv2 = _wn_conv(cout, cout, 3)
+        with torch.no_grad():  # the residual branch starts at zero: the block is the identity
+            self.conv2.parametrizations.weight.original0.zero_()
+        self.act = nn.ReLU(inplace=True)
+        self.shortcut = (nn.Identity() if stride == 1 and cin == cout
+                         else weight_norm(nn.Conv2d(cin, cout, 1, stride=stride, bias=True)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.shortcut(x) + self.conv2(self.act(self.conv1(x))))
+
+
+DEPTHS = {10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
+
+
+class ImageEncoder(nn.Module):
+    """ψ: (B, 1, S, S) normalised images -> (B, latent_dim).
+
+    depth: 10, 18 or 34 (BasicBlock counts per stage 1111 / 2222 / 3463); width: channels of
+    the first stage (64 in ResNet; stages use width, 2w, 4w, 8w); in_size: S (the head's
+    kernel covers the final S/32 x S/32 feature map, so S is fixed at construction)."""
+
+    def __init__(self, depth: int = 18, width: int = 64, in_size: int = 224, latent_dim: int = 32,
+                 in_channels: int = 1):
+        super().__init__()
+        if depth not in DEPTHS:
+            raise ValueError(f"ResNet depth {depth} not supported (choose from {sorted(DEPTHS)})")
+        if in_size < 32 or in_size % 32:
+            raise ValueError(f"input size {in_size} must be a multiple of 32 (>= 32)")
+        self.depth, self.width, self.in_size, self.latent_dim = int(depth), int(width), int(in_size), int(latent_dim)
+        self.stem = nn.Sequential(weight_norm(nn.Conv2d(in_channels, width, 7, stride=2, padding=3, bias=True)),
+                                  nn.ReLU(inplace=True), nn.MaxPool2d(3, stride=2, padding=1))
+        blocks: list[nn.Module] = []
+        cin = width
+        for stage, n in enumerate(DEPTHS[depth]):
+            cout = width * 2 ** stage
+            for i in range(n):
+                blocks.append(BasicBlock(cin, cout, stride=2 if (i == 0 and stage > 0) else 1))
+                cin = cout
+        self.blocks = nn.Sequential(*blocks)
+        final = in_size // 32
+        # group-convolution head (paper III-C): one kernel per channel over the whole final map
+        self.head = weight_norm(nn.Conv2d(cin, cin, final, groups=cin, bias=True))
+        self.fc = nn.Linear(cin, self.latent_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.stem(x))
+        x = torch.relu(self.head(x)).flatten(1)
+        return self.fc(x)
+
+
+def strip_weight_norm(module: nn.Module) -> nn.Module:
+    """Fold every weight-norm parametrisation into a plain weight, in place (for export: faster
+    and TorchScript-friendly). Returns the module."""
+    for m in module.modules():
+        if parametrize.is_parametrized(m):
+            for name in list(m.parametrizations.keys()):
+                parametrize.remove_parametrizations(m, name, leave_parametrized=True)
+    return module
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
