@@ -1,0 +1,299 @@
+"""The servo controller's brain, free of ROS: the controller node, the demo and the offline
+replay (latent_vs.replay) all run this one class.
+
+    ctl = ServoController(law, Limits(0.1, 0.5), input_timeout=0.5, converged_error=0.01,
+                          hand_eye=np.eye(4))
+    ctl.set_goal_latent(z_goal)                 # or set_goal(goal measurement)
+    twist, state = ctl.update(z, stamp_s, now_s)  # on every input
+    twist, state = ctl.tick(now_s)              # on a timer, for staleness
+
+`twist` is (6,) = (v [m/s], ω [rad/s]) in the command frame, or None: publish nothing.
+States: idle (disabled or no goal), servoing, converged, stale, fault. Entering any state
+other than servoing returns ONE zero twist, then None until servoing resumes:
+  * converged: the error fell below `converged_error`; latched until a new goal is set or
+    the controller is re-enabled (the arm stays still even if the error grows again);
+  * stale: the input was older than `input_timeout` when it arrived, or no input came for
+    `input_timeout` (tick); servoing resumes with the next fresh input;
+  * fault: a bad input (NaN/inf, wrong shape) or a non-finite control output; servoing
+    resumes with the next good input. `event` holds one line saying why, for the log.
+A twist is never beyond the limits (safety.limit_twist scales it as a whole).
+
+A control law reaches the controller as a MeasurementLaw: LatentLaw (MLVS on latents z),
+PoseLaw (PBVS on the camera pose oT_c, for simulation) or ImageLaw (DVS on grey images).
+Twists of the batched control laws are read as per-second velocities.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import geometry
+from .imageconv import fit_image
+from .safety import ZERO_TWIST, Limits, input_problem, is_stale, limit_twist
+
+IDLE, SERVOING, CONVERGED, STALE, FAULT = "idle", "servoing", "converged", "stale", "fault"
+STATES = (IDLE, SERVOING, CONVERGED, STALE, FAULT)
+METHODS = ("mlvs", "pbvs", "dvs")
+_ONE = np.array([0])
+
+
+def _set_gain(law, gain: float) -> None:
+    if not hasattr(law, "gain"):
+        raise ValueError(f"control law {type(law).__name__} has no settable gain")
+    law.gain = float(gain)
+
+
+class MeasurementLaw:
+    """A single-task control law on one measurement y: set_goal(y*), step(y) -> camera twist
+    (6,), error(y) -> float (the norm compared with converged_error)."""
+    kind = "base"
+    error_units = ""
+
+    def problem(self, y) -> str | None:
+        return input_problem(y)
+
+    @property
+    def gain(self) -> float:
+        return float(self.law.gain)
+
+    @gain.setter
+    def gain(self, value: float) -> None:
+        _set_gain(self.law, value)
+
+
+class LatentLaw(MeasurementLaw):
+    """MLVS on latents (eq. 13): y = z = ψ(I) (D,), goal z* = ψ(I*); error ‖z − z*‖."""
+    kind = "latent"
+    error_units = "latent distance"
+
+    def __init__(self, mlvs):
+        self.law = mlvs
+        self.latent_dim = int(mlvs.model.latent_dim) if hasattr(mlvs, "model") else None
+        self.z_goal = None
+
+    def problem(self, y):
+        return input_problem(y, None if self.latent_dim is None else (self.latent_dim,))
+
+    def set_goal(self, z_goal):
+        z_goal = np.asarray(z_goal, dtype=np.float32).reshape(-1)
+        why = self.problem(z_goal)
+        if why:
+            raise ValueError(f"bad goal latent: {why}")
+        self.z_goal = z_goal
+        self.law.set_goal_latent(z_goal[None])
+
+    def step(self, z):
+        return np.asarray(self.law.step_latent(np.asarray(z, np.float32)[None]), dtype=float).reshape(6)
+
+    def error(self, z):
+        return float(np.linalg.norm(np.asarray(z, float) - self.z_goal))
+
+    @property
+    def k(self):
+        return getattr(self.law, "k", None)
+
+    @k.setter
+    def k(self, value):
+        if hasattr(self.law, "k"):
+            self.law.k = int(value)
+
+
+class PoseLaw(MeasurementLaw):
+    """A pose-based law (PBVS) on y = oT_c (4, 4); goal oT_c*; error ‖Δr‖ = ‖(c*t_c [m], θu [rad])‖."""
+    kind = "pose"
+    error_units = "‖(t [m], θu [rad])‖"
+
+    def __init__(self, law):
+        self.law = law
+        self.goal = None
+
+    def problem(self, y):
+        return input_problem(y, (4, 4))
+
+    def set_goal(self, T_goal):
+        T_goal = np.asarray(T_goal, dtype=float)
+        why = self.problem(T_goal)
+        if why:
+            raise ValueError(f"bad goal pose: {why}")
+        self.goal = T_goal
+        self.law.set_goal(None, T_goal)
+
+    def step(self, T):
+        return np.asarray(self.law.step(None, np.asarray(T, float)[None], _ONE), dtype=float).reshape(6)
+
+    def error(self, T):
+        return float(np.linalg.norm(geometry.pose_difference(self.goal, T)))
+
+
+class ImageLaw(MeasurementLaw):
+    """A photometric law (DVS) on y = grey image (any size: centre-cropped and resized to the
+    law's camera); error = RMS grey-level difference to I* / 255."""
+    kind = "image"
+    error_units = "RMS grey level / 255"
+
+    def __init__(self, law, goal_pose: np.ndarray | None = None):
+        from .scene import SceneConfig, goal_pose as scene_goal
+        self.law = law
+        self.goal_pose = scene_goal(SceneConfig()) if goal_pose is None else goal_pose
+        self.goal = None
+
+    def _fit(self, img):
+        img = np.asarray(img)
+        if img.dtype != np.uint8 or img.ndim != 2:
+            raise ValueError(f"expected a uint8 grey image, got {img.dtype} {img.shape}")
+        cam = self.law.camera
+        return img if cam is None else fit_image(img, cam.width, cam.height)
+
+    def problem(self, y):
+        y = np.asarray(y)
+        if y.dtype != np.uint8 or y.ndim != 2 or y.size == 0:
+            return f"expected a non-empty uint8 grey image, got {y.dtype} {y.shape}"
+        return None
+
+    def set_goal(self, img):
+        why = self.problem(img)
+        if why:
+            raise ValueError(f"bad goal image: {why}")
+        self.goal = self._fit(img)
+        self.law.set_goal(self.goal[None], self.goal_pose)
+
+    def step(self, img):
+        return np.asarray(self.law.step(self._fit(img)[None], None, _ONE), dtype=float).reshape(6)
+
+    def error(self, img):
+        d = self._fit(img).astype(np.float32) - self.goal.astype(np.float32)
+        return float(np.sqrt(np.mean(d * d)) / 255.0)
+
+
+def as_measurement_law(law) -> MeasurementLaw:
+    """Wrap a control law: MLVS (has step_latent) -> LatentLaw; needs_pose -> PoseLaw; else ImageLaw."""
+    if isinstance(law, MeasurementLaw):
+        return law
+    if hasattr(law, "step_latent"):
+        return LatentLaw(law)
+    if getattr(law, "needs_pose", False):
+        return PoseLaw(law)
+    return ImageLaw(law)
+
+
+def make_law(method: str, model_dir: str | None = None, gain: float | None = None,
+             k_neighbors: int | None = None) -> MeasurementLaw:
+    """The controller node's laws by name: mlvs (latents; loads the model, raising
+    ModelError naming the file when it is missing or mismatched), pbvs (sim pose), dvs (image)."""
+    from .errors import UserError
+    if method == "mlvs":
+        from .control import mlvs
+        kw = {} if k_neighbors is None else {"k": int(k_neighbors)}
+        law = mlvs.make(model_dir=model_dir, **kw)
+    elif method in ("pbvs", "dvs"):
+        from .bench import methods
+        law = methods.make(method)
+    else:
+        raise UserError(f"unknown method '{method}' (known: {', '.join(METHODS)})")
+    m = as_measurement_law(law)
+    if gain is not None:
+        m.gain = gain
+    return m
+
+
+class ServoController:
+    """Safety state machine around a MeasurementLaw (see the module docstring)."""
+
+    def __init__(self, law, limits: Limits = Limits(), input_timeout: float = 0.5,
+                 converged_error: float = 0.01, hand_eye: np.ndarray | None = None, enabled: bool = True):
+        self.law = as_measurement_law(law)
+        self.limits = limits
+        if not (input_timeout > 0):
+            raise ValueError(f"input_timeout must be positive, got {input_timeout}")
+        if not (converged_error >= 0):
+            raise ValueError(f"converged_error must be >= 0, got {converged_error}")
+        self.input_timeout = float(input_timeout)
+        self.converged_error = float(converged_error)
+        self.set_hand_eye(np.eye(4) if hand_eye is None else hand_eye)
+        self.enabled = bool(enabled)
+        self.has_goal = False
+        self.state = IDLE
+        self.error_norm = float("nan")
+        self.last_stamp: float | None = None  # capture time of the last input used [s]
+        self.last_scale = 1.0                 # limit scaling of the last twist (1: within limits)
+        self.event: str | None = None         # one line for the log when the state changes
+
+    # ---------------------------------------------------------------- configuration
+    def set_hand_eye(self, cmd_T_cam: np.ndarray) -> None:
+        """The camera pose in the command frame (4x4); twists are mapped by cmd_V_cam."""
+        T = np.asarray(cmd_T_cam, dtype=float)
+        if T.shape != (4, 4) or not np.all(np.isfinite(T)):
+            raise ValueError("hand_eye must be a finite 4x4 transform")
+        R = T[:3, :3]
+        if not np.allclose(R.T @ R, np.eye(3), atol=1e-6) or np.linalg.det(R) < 0:
+            raise ValueError("hand_eye rotation is not a rotation matrix")
+        self.hand_eye = T
+        self._V = geometry.velocity_twist_matrix(T)
+
+    def set_goal(self, goal) -> None:
+        """A new goal measurement (z*, oT_c* or I* for the law's kind); clears 'converged'."""
+        self.law.set_goal(goal)
+        self.has_goal = True
+        if self.state == CONVERGED:
+            self.state = SERVOING if self.enabled else IDLE
+
+    set_goal_latent = set_goal
+
+    def set_enabled(self, enabled: bool):
+        """Start/stop servoing; disabling returns one zero twist. Returns (twist | None, state)."""
+        self.enabled = bool(enabled)
+        if not self.enabled:
+            self.event = "disabled"
+            self.state = IDLE
+            return ZERO_TWIST.copy(), IDLE
+        self.event = "enabled"
+        self.state = IDLE if not self.has_goal else SERVOING
+        self.last_stamp = None
+        return None, self.state
+
+    # ---------------------------------------------------------------- loop
+    def _stop(self, state: str, why: str):
+        first = self.state != state
+        self.state = state
+        self.event = why if first else None
+        return (ZERO_TWIST.copy() if first else None), state
+
+    def to_command_frame(self, twist_cam: np.ndarray) -> np.ndarray:
+        """cmd_V_cam @ twist: the same rigid motion expressed in the command frame."""
+        return self._V @ np.asarray(twist_cam, dtype=float)
+
+    def update(self, y, stamp_s: float | None = None, now_s: float | None = None):
+        """One input (latent, pose or image) captured at stamp_s, received at now_s [s]
+        (None: no staleness check). Returns (twist in the command frame | None, state)."""
+        self.event = None
+        if not self.enabled or not self.has_goal:
+            self.state = IDLE
+            return None, IDLE
+        why = self.law.problem(y)
+        if why:
+            return self._stop(FAULT, f"bad input: {why}")
+        if stamp_s is not None and now_s is not None and is_stale(stamp_s, now_s, self.input_timeout):
+            return self._stop(STALE, f"input is {now_s - stamp_s:.3f} s old (input_timeout {self.input_timeout} s)")
+        self.last_stamp = stamp_s if stamp_s is not None else now_s
+        err = self.law.error(y)
+        if not np.isfinite(err):
+            return self._stop(FAULT, f"error norm is {err}")
+        self.error_norm = err
+        if self.state == CONVERGED:
+            return None, CONVERGED
+        if err < self.converged_error:
+            return self._stop(CONVERGED, f"converged: error {err:.5g} < converged_error {self.converged_error:.5g}")
+        v_cam = self.law.step(y)
+        if not np.all(np.isfinite(v_cam)):
+            return self._stop(FAULT, f"control law returned a non-finite twist {np.round(v_cam, 4).tolist()}")
+        twist, self.last_scale = limit_twist(self.to_command_frame(v_cam), self.limits)
+        if self.state != SERVOING:
+            self.event = f"servoing (was {self.state})"
+        self.state = SERVOING
+        return twist, SERVOING
+
+    def tick(self, now_s: float):
+        """Staleness check on a timer: no input for input_timeout while servoing -> stale."""
+        self.event = None
+        if self.state == SERVOING and self.last_stamp is not None and is_stale(self.last_stamp, now_s, self.input_timeout):
+            return self._stop(STALE, f"no input for {now_s - self.last_stamp:.3f} s (input_timeout {self.input_timeout} s)")
+        return None, self.state
