@@ -1,0 +1,585 @@
+"""`latent-vs replay BAG`: test the servo on recorded data before the arm moves.
+
+Offline (default): the bag's images go through the same encoder (LatentModel.encode, the
+encoder node's ψ) and the same controller (servo.ServoController around the control law,
+the controller node's brain) as on the robot, with no middleware, as fast as the CPU allows.
+Written to --out (default BAG_replay/):
+  replay.csv    one row per image: the commanded twist, the controller state, the latent
+                error ‖z − z*‖; the recorded twist for that image and the difference when the
+                bag has /cmd_twist; with ground-truth poses: the true pose error and the angle
+                between the commanded twist and the PBVS twist on the true pose;
+  replay.png    these against time;
+  summary.json  counts, agreement statistics, throughput (written last: its presence means
+                the replay finished).
+
+Live (--publish): republishes the bag's topics over ROS 2 at the recorded timing (times
+--rate), so the nodes run from a bag exactly as from a camera (latent_vs.ros.bag_publisher).
+
+The goal image I*: --goal FILE, else --goal-time T (the bag image nearest T s after the
+start), else the bag's /goal_image topic (what the recorder stored), else its last image.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import bags, geometry
+from .errors import UserError
+
+METHODS = ("mlvs", "pbvs", "dvs")
+RUN_KEY = "latent_vs.run"          # custom_data key: JSON of the recorded run's controller settings
+
+
+# ---------------------------------------------------------------- the node pair, no middleware
+
+@dataclass
+class ServoSettings:
+    """The controller settings of a run (stored in the bag's metadata by the recorder, so
+    that a replay can reproduce the run's twists)."""
+    method: str = "mlvs"
+    model_dir: str | None = None           # None: models/default
+    gain: float | None = None              # None: the law's default
+    k_neighbors: int | None = None
+    max_linear_speed: float = 0.10         # [m/s]
+    max_angular_speed: float = 0.50        # [rad/s]
+    converged_error: float = 0.01
+    input_timeout: float = 0.5             # [s]
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, s: str) -> "ServoSettings":
+        d = json.loads(s)
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+class ServoPipeline:
+    """What the encoder node and the controller node compute for one image, in-process:
+    I -> y (z = ψ(I) for MLVS; the true pose for PBVS; the image for DVS) -> ServoController."""
+
+    def __init__(self, settings: ServoSettings):
+        from .safety import Limits
+        from .servo import ServoController, make_law
+        self.settings = settings
+        try:
+            self.law = make_law(settings.method, settings.model_dir, settings.gain, settings.k_neighbors)
+            self.controller = ServoController(
+                self.law, Limits(settings.max_linear_speed, settings.max_angular_speed),
+                input_timeout=settings.input_timeout, converged_error=settings.converged_error)
+        except ValueError as e:
+            raise UserError(f"bad controller settings: {e}") from None
+        self.kind = self.law.kind
+        self.model = getattr(self.law.law, "model", None) if self.kind == "latent" else None
+
+    @property
+    def needs_pose(self) -> bool:
+        return self.kind == "pose"
+
+    def measure(self, images: np.ndarray, poses: list | None = None) -> list:
+        """The controller inputs y for a batch of images (B, H, W) (and their true poses)."""
+        if self.kind == "latent":
+            return list(self.model.encode(images))          # the encoder node's ψ
+        if self.kind == "pose":
+            return list(poses)
+        return list(images)
+
+    def set_goal(self, image: np.ndarray | None, pose: np.ndarray | None) -> np.ndarray | None:
+        """Set I* (or oT_c* for PBVS). Returns z* for MLVS."""
+        if self.kind == "pose":
+            if pose is None:
+                raise UserError("the pbvs method needs the goal pose (a bag with camera poses)")
+            self.controller.set_goal(pose)
+            return None
+        if self.kind == "latent":
+            z = self.model.encode(image[None])[0]
+            self.controller.set_goal(z)
+            return z
+        self.controller.set_goal(image)
+        return None
+
+    def step(self, y, stamp_s: float | None, now_s: float | None = None):
+        """-> (twist (6,) or None: nothing published, state, error norm)."""
+        twist, state = self.controller.update(y, stamp_s, now_s)
+        return twist, state, self.controller.error_norm
+
+
+# ---------------------------------------------------------------- offline replay
+
+@dataclass
+class ReplayResult:
+    rows: list[dict] = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+    has_pose: bool = False
+    has_recorded: bool = False
+
+
+def _pbvs_twist(goal_pose: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """The PBVS direction on the true pose: -L_r⁻¹ Δr (eq. 5), gain 1 (control/pbvs.py)."""
+    from .control.pbvs import PBVS
+    law = PBVS(gain=1.0)
+    law.set_goal(None, goal_pose)
+    return law.step(None, T[None], np.array([0]))[0]
+
+
+def _angle_deg(a: np.ndarray, b: np.ndarray) -> float:
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na < 1e-12 or nb < 1e-12:
+        return float("nan")
+    return float(np.degrees(np.arccos(np.clip(a @ b / (na * nb), -1.0, 1.0))))
+
+
+def _read_goal_file(path: str) -> np.ndarray:
+    import cv2
+    if not os.path.isfile(path):
+        raise UserError(f"goal image not found: {path}")
+    img = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
+    if img is None:
+        raise UserError(f"goal image is not a readable image file: {path}")
+    return img
+
+
+class _Images:
+    """Decodes the image topic's messages to grey arrays, with errors naming the message."""
+
+    def __init__(self, bag: bags.Bag, topic: str, encoding: str | None):
+        self.bag, self.topic, self.encoding = bag, topic, encoding
+
+    def decode(self, m: bags.Message, index: int) -> tuple[np.ndarray, int]:
+        msg = self.bag.decode(m)
+        try:
+            img = bags.image_from_msg(msg, self.encoding)
+        except ValueError as e:
+            raise UserError(f"image {index} on {self.topic} in bag {self.bag.path}: {e}") from None
+        st = bags.stamp_ns(msg)
+        return img, (st if st > 0 else m.t_ns)
+
+
+def _stamped_table(bag: bags.Bag, topic: str | None, convert) -> tuple[dict, np.ndarray, list]:
+    """All messages of a small topic: {header stamp: value}, log times, values (log order)."""
+    by_stamp, log_t, values = {}, [], []
+    if topic is None:
+        return by_stamp, np.zeros(0, np.int64), values
+    for m in bag.messages([topic]):
+        msg = bag.decode(m)
+        try:
+            v = convert(msg)
+        except (ValueError, AttributeError) as e:
+            raise UserError(f"bad {m.msgtype} on {topic} in bag {bag.path}: {e}") from None
+        if hasattr(msg, "header"):
+            by_stamp[bags.stamp_ns(msg)] = v
+        log_t.append(m.t_ns)
+        values.append(v)
+    return by_stamp, np.asarray(log_t, np.int64), values
+
+
+def _nearest(log_t: np.ndarray, values: list, t: int, tol_ns: int):
+    if len(values) == 0:
+        return None
+    i = int(np.clip(np.searchsorted(log_t, t), 1, len(log_t) - 1)) if len(log_t) > 1 else 0
+    if len(log_t) > 1 and abs(log_t[i - 1] - t) <= abs(log_t[i] - t):
+        i -= 1
+    return values[i] if abs(int(log_t[i]) - t) <= tol_ns else None
+
+
+def replay_offline(bag_path: str, settings: ServoSettings | None = None, goal: str | None = None,
+                   goal_time: float | None = None, image_topic: str | None = None,
+                   pose_topic: str | None = None, twist_topic: str | None = None,
+                   encoding: str | None = None, batch_size: int = 16, max_images: int | None = None,
+                   progress: bool = True) -> ReplayResult:
+    """Run the encoder + controller over the bag's images; see the module docstring."""
+    t_start = time.perf_counter()
+    with bags.Bag(bag_path) as bag:
+        bag.require_messages()
+        img_topic = bag.find_topic(bags.IMAGE_TYPES, "image", image_topic, "--image-topic", prefer="/image")
+        if bag.topics[img_topic].count == 0:
+            raise UserError(f"image topic {img_topic} in bag {bag.path} has no messages")
+        pose_t = bag.find_topic((bags.POSE,), "camera pose", pose_topic, "--pose-topic",
+                                prefer="/camera_pose", required=False)
+        twist_t = bag.find_topic(bags.TWIST_TYPES, "twist", twist_topic, "--twist-topic",
+                                 prefer="/cmd_twist", required=False)
+        recorded = None
+        if RUN_KEY in bag.custom_data:
+            try:
+                recorded = ServoSettings.from_json(bag.custom_data[RUN_KEY])
+            except (ValueError, TypeError):
+                recorded = None
+        if settings is None:
+            settings = recorded or ServoSettings()
+        pipe = ServoPipeline(settings)
+        images = _Images(bag, img_topic, encoding)
+
+        # small topics first: true poses and recorded twists, matched to images by header stamp
+        pose_by_stamp, pose_log, pose_vals = _stamped_table(bag, pose_t, bags.pose_from_msg)
+        tw_by_stamp, tw_log, tw_vals = _stamped_table(bag, twist_t, bags.twist_from_msg)
+        if pipe.needs_pose and not pose_vals:
+            raise UserError(f"the pbvs method needs camera poses; bag {bag.path} has no {bags.POSE} topic")
+
+        # the goal
+        goal_pose, goal_src = None, ""
+        if goal is not None:
+            goal_img, goal_src = _read_goal_file(goal), f"file {goal}"
+        else:
+            gm = None
+            if goal_time is not None:
+                target = bag.start_ns + int(goal_time * 1e9)
+                best = None
+                for m in bag.messages([img_topic]):
+                    if best is None or abs(m.t_ns - target) < abs(best.t_ns - target):
+                        best = m
+                gm, goal_src = best, f"{img_topic} at {(best.t_ns - bag.start_ns) / 1e9:.3f} s"
+            elif "/goal_image" in bag.topics and bag.topics["/goal_image"].msgtype in bags.IMAGE_TYPES \
+                    and bag.topics["/goal_image"].count > 0:
+                for m in bag.messages(["/goal_image"]):
+                    gm = m
+                goal_src = "/goal_image in the bag"
+            else:
+                for m in bag.messages([img_topic]):
+                    gm = m
+                goal_src = f"last image on {img_topic}"
+            goal_img, goal_stamp = images.decode(gm, -1)
+            goal_pose = pose_by_stamp.get(goal_stamp)
+            if goal_pose is None and gm.topic == img_topic:
+                goal_pose = _nearest(pose_log, pose_vals, gm.t_ns, 50_000_000)
+        if goal_pose is None and "latent_vs.goal_pose" in bag.custom_data:
+            goal_pose = np.array(json.loads(bag.custom_data["latent_vs.goal_pose"]), float).reshape(4, 4)
+        if goal_pose is None and pose_vals:
+            # a goal from outside the bag: assume the model's (or the default scene's) desired pose
+            from .scene import SceneConfig, goal_pose as scene_goal
+            goal_pose = pipe.model.goal_pose if pipe.model is not None else scene_goal(SceneConfig())
+        pipe.set_goal(goal_img, goal_pose)
+
+        # the images, in batches (the encoder is the cost); the controller steps one by one
+        n_total = bag.topics[img_topic].count if max_images is None else min(max_images, bag.topics[img_topic].count)
+        rows: list[dict] = []
+        t_enc = t_ctl = t_read = 0.0
+        first_stamp = None
+        bar = None
+        if progress:
+            from tqdm import tqdm
+            bar = tqdm(total=n_total, desc="replay", unit="img", file=sys.stderr, leave=False)
+        buf: list = []
+
+        def flush():
+            nonlocal t_enc, t_ctl, first_stamp
+            if not buf:
+                return
+            imgs = [b[0] for b in buf]
+            poses = [b[3] for b in buf]
+            t0 = time.perf_counter()
+            same = all(i.shape == imgs[0].shape for i in imgs)
+            ys = pipe.measure(np.stack(imgs), poses) if same else \
+                sum((pipe.measure(i[None], [p]) for i, p in zip(imgs, poses)), [])
+            t1 = time.perf_counter()
+            t_enc += t1 - t0
+            for (img, st, log_ns, T), y in zip(buf, ys):
+                first_stamp = st if first_stamp is None else first_stamp
+                if pipe.needs_pose and T is None:
+                    raise UserError(f"no camera pose for the image at {st} ns in bag {bag_path} (pbvs needs one per image)")
+                tc = time.perf_counter()
+                twist, state, err = pipe.step(y, st * 1e-9)
+                t_ctl += time.perf_counter() - tc
+                rows.append(_row(len(rows), st, first_stamp, log_ns, twist, state, err, T, goal_pose,
+                                 _match_twist(tw_by_stamp, tw_log, tw_vals, st, log_ns)))
+            if bar is not None:
+                bar.update(len(buf))
+            buf.clear()
+
+        tr = time.perf_counter()
+        for idx, m in enumerate(bag.messages([img_topic])):
+            if max_images is not None and idx >= max_images:
+                break
+            img, st = images.decode(m, idx)
+            T = pose_by_stamp.get(st)
+            if T is None:
+                T = _nearest(pose_log, pose_vals, m.t_ns, 50_000_000)
+            buf.append((img, st, m.t_ns, T))
+            if len(buf) >= batch_size:
+                t_read += time.perf_counter() - tr
+                flush()
+                tr = time.perf_counter()
+        t_read += time.perf_counter() - tr
+        flush()
+        if bar is not None:
+            bar.close()
+
+    wall = time.perf_counter() - t_start
+    n = len(rows)
+    res = ReplayResult(rows=rows, has_pose=any(r["t_err_m"] == r["t_err_m"] for r in rows),
+                       has_recorded=any(r["rec_vx"] == r["rec_vx"] for r in rows))
+    s = {"bag": str(Path(bag_path).absolute()), "images": n, "image_topic": img_topic,
+         "pose_topic": pose_t, "twist_topic": twist_t, "goal": goal_src,
+         "settings": settings.__dict__, "error_units": pipe.law.error_units, "settings_from_bag": recorded is not None and settings == recorded,
+         "published": sum(1 for r in rows if r["published"]),
+         "final_state": rows[-1]["state"] if rows else None,
+         "latent_error_first": rows[0]["error"] if rows else None,
+         "latent_error_last": rows[-1]["error"] if rows else None,
+         "throughput": {"images_per_s": n / wall if wall > 0 else None,
+                        "images_per_s_encode_control": n / (t_enc + t_ctl) if t_enc + t_ctl > 0 else None,
+                        "read_decode_ms_per_image": 1e3 * t_read / max(n, 1),
+                        "encode_ms_per_image": 1e3 * t_enc / max(n, 1),
+                        "control_ms_per_image": 1e3 * t_ctl / max(n, 1),
+                        "batch_size": batch_size, "wall_s": wall,
+                        "torch_threads": _torch_threads()}}
+    if res.has_pose:
+        ang = np.array([r["angle_deg"] for r in rows], float)
+        ang = ang[np.isfinite(ang)]
+        s["agreement_with_pbvs"] = {
+            "twists_compared": int(ang.size),
+            "angle_deg_median": float(np.median(ang)) if ang.size else None,
+            "angle_deg_p90": float(np.percentile(ang, 90)) if ang.size else None,
+            "fraction_within_45deg": float(np.mean(ang < 45)) if ang.size else None,
+            "fraction_within_90deg": float(np.mean(ang < 90)) if ang.size else None,
+            "t_err_m_first": rows[0]["t_err_m"], "t_err_m_last": rows[-1]["t_err_m"],
+            "r_err_deg_first": rows[0]["r_err_deg"], "r_err_deg_last": rows[-1]["r_err_deg"]}
+    if res.has_recorded:
+        d = np.array([r["rec_diff"] for r in rows], float)
+        d = d[np.isfinite(d)]
+        s["recorded_twists"] = {"compared": int(d.size), "max_abs_diff": float(d.max()) if d.size else None,
+                                "median_abs_diff": float(np.median(d)) if d.size else None}
+    res.summary = s
+    return res
+
+
+def _torch_threads():
+    try:
+        import torch
+        return torch.get_num_threads()
+    except Exception:
+        return None
+
+
+def _match_twist(by_stamp: dict, log_t: np.ndarray, vals: list, stamp: int, log_ns: int):
+    """The recorded twist that answered this image: the one carrying its stamp."""
+    return by_stamp.get(stamp)
+
+
+_NAN6 = [float("nan")] * 6
+TWIST_COLS = ("vx", "vy", "vz", "wx", "wy", "wz")
+
+
+def _row(i, stamp, first_stamp, log_ns, twist, state, err, T, goal_pose, rec) -> dict:
+    r = {"index": i, "t_s": (stamp - first_stamp) * 1e-9, "stamp_ns": stamp, "log_ns": log_ns,
+         "state": state, "published": int(twist is not None), "error": err}
+    tw = _NAN6 if twist is None else [float(x) for x in twist]
+    r.update({f"cmd_{c}": v for c, v in zip(TWIST_COLS, tw)})
+    rv = _NAN6 if rec is None else [float(x) for x in rec]
+    r.update({f"rec_{c}": v for c, v in zip(TWIST_COLS, rv)})
+    r["rec_diff"] = float(np.max(np.abs(np.array(tw) - np.array(rv)))) if (twist is not None and rec is not None) \
+        else float("nan")
+    if T is not None and goal_pose is not None:
+        t_err, r_err = geometry.error_metrics(goal_pose, T)
+        v_pbvs = _pbvs_twist(goal_pose, T)
+        r.update({"t_err_m": float(t_err), "r_err_deg": float(np.degrees(r_err))})
+        r.update({f"pbvs_{c}": float(v) for c, v in zip(TWIST_COLS, v_pbvs)})
+        if twist is not None:
+            tw = np.asarray(twist, float)
+            r.update({"angle_v_deg": _angle_deg(tw[:3], v_pbvs[:3]), "angle_w_deg": _angle_deg(tw[3:], v_pbvs[3:]),
+                      "angle_deg": _angle_deg(tw, v_pbvs)})
+        else:
+            r.update({"angle_v_deg": math.nan, "angle_w_deg": math.nan, "angle_deg": math.nan})
+    else:
+        r.update({"t_err_m": math.nan, "r_err_deg": math.nan})
+        r.update({f"pbvs_{c}": math.nan for c in TWIST_COLS})
+        r.update({"angle_v_deg": math.nan, "angle_w_deg": math.nan, "angle_deg": math.nan})
+    return r
+
+
+# ---------------------------------------------------------------- outputs (temp name, then rename)
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    def w(tmp):
+        with open(tmp, "w", newline="") as f:
+            cw = csv.DictWriter(f, fieldnames=list(rows[0].keys()) if rows else ["index"])
+            cw.writeheader()
+            for r in rows:
+                cw.writerow({k: (f"{v:.9g}" if isinstance(v, float) else v) for k, v in r.items()})
+    _atomic_write(path, w)
+
+
+def plot(res: ReplayResult, path: Path, title: str = "") -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = res.rows
+    t = np.array([r["t_s"] for r in rows])
+    col = lambda k: np.array([r[k] for r in rows], float)  # noqa: E731
+    n = 3 + int(res.has_pose)
+    fig, ax = plt.subplots(n, 1, figsize=(7.5, 2.0 * n + 0.6), sharex=True)
+    units = res.summary.get("error_units", "")
+    ax[0].plot(t, col("error"), color="k", lw=1.2,
+               label="‖z − z*‖ (replayed)" if units == "latent distance" else f"controller error {units}")
+    ax[0].set_ylabel("latent error" if units == "latent distance" else "error")
+    if res.has_pose:
+        a2 = ax[0].twinx()
+        a2.plot(t, col("t_err_m") * 100, color="tab:blue", lw=0.9, ls="--", label="true t error [cm]")
+        a2.plot(t, col("r_err_deg"), color="tab:red", lw=0.9, ls="--", label="true θu error [°]")
+        a2.set_ylabel("true error [cm, °]")
+        a2.legend(loc="upper right", fontsize=7)
+    ax[0].legend(loc="upper center", fontsize=7)
+    colors = ["tab:blue", "tab:orange", "tab:green"]
+    for k, (part, unit) in enumerate((("v", "m/s"), ("w", "rad/s"))):
+        a = ax[1 + k]
+        for j, c in enumerate("xyz"):
+            if res.has_recorded:
+                a.plot(t, col(f"rec_{part}{c}"), color=colors[j], lw=3.5, alpha=0.3, label=f"{part}_{c} recorded")
+            a.plot(t, col(f"cmd_{part}{c}"), color=colors[j], lw=1.0, label=f"{part}_{c} replayed")
+        a.set_ylabel(f"{'v' if part == 'v' else 'ω'} [{unit}]")
+        a.axhline(0, color="grey", lw=0.5)
+        a.legend(loc="upper right", fontsize=6, ncol=2 if res.has_recorded else 3)
+    if res.has_pose:
+        a = ax[3]
+        a.plot(t, col("angle_deg"), color="k", lw=1.1, label="6-D twist")
+        a.plot(t, col("angle_v_deg"), color="tab:blue", lw=0.8, label="v only")
+        a.plot(t, col("angle_w_deg"), color="tab:red", lw=0.8, label="ω only")
+        a.set_ylabel("angle to PBVS [°]")
+        a.set_ylim(0, 180)
+        a.legend(loc="upper right", fontsize=7, ncol=3)
+    ax[-1].set_xlabel("time since the first image [s]")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    _atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=80, format="png"))
+    plt.close(fig)
+
+
+def write_outputs(res: ReplayResult, out_dir: Path, title: str = "") -> dict:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary_path = out_dir / "summary.json"
+    if summary_path.exists():
+        summary_path.unlink()      # the old summary must not vouch for half-new outputs
+    files = {"csv": out_dir / "replay.csv", "png": out_dir / "replay.png", "summary": summary_path}
+    write_csv(res.rows, files["csv"])
+    plot(res, files["png"], title)
+    _atomic_write(summary_path, lambda tmp: tmp.write_text(json.dumps(res.summary, indent=2, default=_json_default)))
+    return files
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+# ---------------------------------------------------------------- command line
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="latent-vs replay",
+        description="Replay a ROS 2 bag: offline through the encoder and controller (default), or "
+                    "--publish it live over ROS 2 at the recorded timing.")
+    p.add_argument("bag", help="bag directory (or a .mcap / .db3 file)")
+    g = p.add_argument_group("offline replay")
+    g.add_argument("--goal", metavar="IMAGE", help="goal image file I* (default: see --goal-time)")
+    g.add_argument("--goal-time", type=float, metavar="T",
+                   help="goal = the bag image nearest T seconds after the bag's start "
+                        "(default: the bag's /goal_image, else its last image)")
+    g.add_argument("--model", metavar="DIR", help="model directory (default: the one the run was recorded with, "
+                                                   "else models/default)")
+    g.add_argument("--method", choices=METHODS, help="control law (default: the recorded run's, else mlvs)")
+    g.add_argument("--gain", type=float, help="control gain λ [1/s]")
+    g.add_argument("--k-neighbors", type=int, help="K of the MLVS KNN interpolation (eq. 13)")
+    g.add_argument("--max-linear-speed", type=float, help="[m/s]")
+    g.add_argument("--max-angular-speed", type=float, help="[rad/s]")
+    g.add_argument("--converged-error", type=float, help="latent error below which the controller stops")
+    g.add_argument("--image-topic", metavar="T", help="image topic (default: /image, else the Image topic with most messages)")
+    g.add_argument("--pose-topic", metavar="T", help="ground-truth camera pose topic (PoseStamped)")
+    g.add_argument("--twist-topic", metavar="T", help="recorded command topic to compare against")
+    g.add_argument("--encoding", help="override the images' encoding field (mono8, mono16, rgb8, bgr8, rgba8, bgra8)")
+    g.add_argument("--out", metavar="DIR", help="output directory (default: BAG_replay next to the bag)")
+    g.add_argument("--batch-size", type=int, default=16, help="images encoded per forward pass (default 16)")
+    g.add_argument("--max-images", type=int, help="stop after this many images")
+    g.add_argument("--threads", type=int, help="torch CPU threads (default: torch's, i.e. the cores)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    live = p.add_argument_group("live replay (ROS 2)")
+    live.add_argument("--publish", action="store_true", help="republish the bag's topics over ROS 2")
+    live.add_argument("--rate", type=float, default=1.0, help="playback rate factor (default 1.0 = recorded timing)")
+    live.add_argument("--topics", nargs="+", metavar="T", help="publish only these topics (default: all)")
+    live.add_argument("--remap", nargs="+", default=[], metavar="FROM:=TO", help="publish topic FROM as TO")
+    live.add_argument("--keep-stamps", action="store_true",
+                      help="publish header stamps as recorded (default: shift them to the playback time, "
+                           "as a live camera would stamp them)")
+    live.add_argument("--wait-subscribers", type=float, default=5.0, metavar="S",
+                      help="wait up to S seconds for a subscriber before playing (default 5)")
+    live.add_argument("--loop", action="store_true", help="play again and again until Ctrl-C")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.publish:
+        if args.rate <= 0 or not math.isfinite(args.rate):
+            raise UserError(f"--rate must be a positive number, got {args.rate}")
+        from .ros.bag_publisher import main_publish
+        return main_publish(args)
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.encoding is not None:
+        from .imageconv import SUPPORTED_ENCODINGS
+        if args.encoding.lower() not in SUPPORTED_ENCODINGS:
+            raise UserError(f"unknown --encoding '{args.encoding}' (supported: {', '.join(SUPPORTED_ENCODINGS)})")
+    if args.threads is not None:
+        import torch
+        torch.set_num_threads(max(1, args.threads))
+
+    settings = None
+    overrides = {k: getattr(args, a) for k, a in (
+        ("method", "method"), ("model_dir", "model"), ("gain", "gain"), ("k_neighbors", "k_neighbors"),
+        ("max_linear_speed", "max_linear_speed"), ("max_angular_speed", "max_angular_speed"),
+        ("converged_error", "converged_error")) if getattr(args, a) is not None}
+    if overrides:
+        with bags.Bag(args.bag) as bag:
+            base = bag.custom_data.get(RUN_KEY)
+        try:
+            settings = ServoSettings.from_json(base) if base else ServoSettings()
+        except (ValueError, TypeError):
+            settings = ServoSettings()
+        for k, v in overrides.items():
+            setattr(settings, k, v)
+    res = replay_offline(args.bag, settings, goal=args.goal, goal_time=args.goal_time,
+                         image_topic=args.image_topic, pose_topic=args.pose_topic,
+                         twist_topic=args.twist_topic, encoding=args.encoding,
+                         batch_size=args.batch_size, max_images=args.max_images, progress=not args.quiet)
+    out = Path(args.out) if args.out else Path(str(Path(args.bag).absolute()).rstrip("/") + "_replay")
+    files = write_outputs(res, out, title=f"latent-vs replay {Path(args.bag).name} ({res.summary['settings']['method']}, "
+                                          f"goal: {res.summary['goal']})")
+    s = res.summary
+    tp = s["throughput"]
+    print(f"replayed {s['images']} images from {s['image_topic']}: {tp['images_per_s']:.1f} images/s "
+          f"(encode {tp['encode_ms_per_image']:.1f} ms, control {tp['control_ms_per_image']:.2f} ms, "
+          f"read {tp['read_decode_ms_per_image']:.2f} ms per image); final state {s['final_state']}, "
+          f"error ({s['error_units']}) {s['latent_error_first']:.4g} -> {s['latent_error_last']:.4g}")
+    if "recorded_twists" in s:
+        r = s["recorded_twists"]
+        print(f"recorded twists: {r['compared']} compared, max |replayed - recorded| = {r['max_abs_diff']}")
+    if "agreement_with_pbvs" in s:
+        a = s["agreement_with_pbvs"]
+        if a["twists_compared"]:
+            print(f"agreement with PBVS on the true pose: median angle {a['angle_deg_median']:.1f}°, "
+                  f"{100 * a['fraction_within_45deg']:.0f}% within 45°")
+    print(f"wrote {files['csv']}, {files['png']}, {files['summary']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
