@@ -215,13 +215,12 @@ def replay_offline(bag_path: str, settings: ServoSettings | None = None, goal: s
                 recorded = None
         if settings is None:
             settings = recorded or ServoSettings()
-        pipe = ServoPipeline(settings)
         images = _Images(bag, img_topic, encoding)
 
         # small topics first: true poses and recorded twists, matched to images by header stamp
         pose_by_stamp, pose_log, pose_vals = _stamped_table(bag, pose_t, bags.pose_from_msg)
         tw_by_stamp, tw_log, tw_vals = _stamped_table(bag, twist_t, bags.twist_from_msg)
-        if pipe.needs_pose and not pose_vals:
+        if settings.method == "pbvs" and not pose_vals:
             raise UserError(f"the pbvs method needs camera poses; bag {bag.path} has no {bags.POSE} topic")
 
         # the goal
@@ -250,6 +249,7 @@ def replay_offline(bag_path: str, settings: ServoSettings | None = None, goal: s
             goal_pose = pose_by_stamp.get(goal_stamp)
             if goal_pose is None and gm.topic == img_topic:
                 goal_pose = _nearest(pose_log, pose_vals, gm.t_ns, 50_000_000)
+        pipe = ServoPipeline(settings)   # the model is loaded once the bag is known to be usable
         if goal_pose is None and "latent_vs.goal_pose" in bag.custom_data:
             goal_pose = np.array(json.loads(bag.custom_data["latent_vs.goal_pose"]), float).reshape(4, 4)
         if goal_pose is None and pose_vals:
