@@ -120,6 +120,10 @@ def strip_weight_norm(module: nn.Module) -> nn.Module:
     and TorchScript-friendly). Returns the module."""
     for m in module.modules():
         if parametrize.is_parametrized(m):
+            # a deep copy shares the dynamically made parametrised class with its original;
+            # give this module its own so that removing the property leaves the original intact
+            cls = type(m)
+            m.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
             for name in list(m.parametrizations.keys()):
                 parametrize.remove_parametrizations(m, name, leave_parametrized=True)
     return module
