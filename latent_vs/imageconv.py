@@ -119,3 +119,24 @@ def fit_image(img: np.ndarray, width: int, height: int) -> np.ndarray:
     crop = img[y0:y0 + ch, x0:x0 + cw]
     interp = cv2.INTER_AREA if cw > width else cv2.INTER_LINEAR
     return cv2.resize(crop, (width, height), interpolation=interp)
+
+
+def read_grey_image(path: str) -> np.ndarray:
+    """An image file (PNG, JPEG, ...; grey, colour or 16 bit) -> uint8 grey (H, W), converted
+    as image_to_array would. Raises ValueError naming the file when it cannot be read."""
+    import os
+
+    import cv2
+    if not os.path.isfile(path):
+        raise ValueError(f"image file not found: {path}")
+    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if img is None or img.size == 0:
+        raise ValueError(f"not a readable image file: {path}")
+    if img.dtype == np.uint16:
+        img = np.clip(np.rint(img.astype(np.float32) * (255.0 / 65535.0)), 0, 255).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise ValueError(f"unsupported pixel type {img.dtype} in {path}")
+    if img.ndim == 3:
+        luma_bgr = _LUMA[::-1]  # OpenCV stores colour as BGR(A)
+        img = np.clip(np.rint(img[:, :, :3].astype(np.float32) @ luma_bgr), 0, 255).astype(np.uint8)
+    return img

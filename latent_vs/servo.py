@@ -181,7 +181,10 @@ def make_law(method: str, model_dir: str | None = None, gain: float | None = Non
     ModelError naming the file when it is missing or mismatched), pbvs (sim pose), dvs (image)."""
     from .errors import UserError
     if method == "mlvs":
-        from .control import mlvs
+        try:
+            from .control import mlvs
+        except ImportError as e:
+            raise UserError(f"method mlvs is not available in this installation ({e})") from None
         kw = {} if k_neighbors is None else {"k": int(k_neighbors)}
         law = mlvs.make(model_dir=model_dir, **kw)
     elif method in ("pbvs", "dvs"):
@@ -290,6 +293,15 @@ class ServoController:
             self.event = f"servoing (was {self.state})"
         self.state = SERVOING
         return twist, SERVOING
+
+    def report_fault(self, why: str):
+        """A fault found outside the law (e.g. an image that cannot be decoded): stop the arm
+        (one zero twist) when servoing is on. Returns (twist | None, state)."""
+        self.event = None
+        if not self.enabled or not self.has_goal:
+            self.state = IDLE
+            return None, IDLE
+        return self._stop(FAULT, why)
 
     def tick(self, now_s: float):
         """Staleness check on a timer: no input for input_timeout while servoing -> stale."""

@@ -1,0 +1,327 @@
+"""Node `controller` (executable `controller_node`): measurement -> camera twist, with safety.
+
+Inputs by `method`:
+  * mlvs (default): `latent` (std_msgs/Float32MultiArray from the encoder; capture stamp in
+    the label, see latent_vs.ros.convert), MLVS control law (eq. 13);
+  * pbvs: `camera_pose` (geometry_msgs/PoseStamped, e.g. the simulator's ground truth), for
+    runs without a model; goal: the scene's desired pose, or ~/set_goal_from_current;
+  * dvs:  `image` (sensor_msgs/Image), photometric visual servoing, no model needed.
+Output: `cmd_twist`, geometry_msgs/TwistStamped (header.frame_id = command_frame) or
+geometry_msgs/Twist (stamped: false), in command_frame: the camera twist mapped by the
+velocity twist matrix of `hand_eye` (the camera pose in command_frame).
+Goal: parameter `goal_image` (file), topic `goal_image` (sensor_msgs/Image), service
+`~/set_goal_from_current` (std_srvs/Trigger: the newest input becomes the goal).
+`~/enable` (std_srvs/SetBool) starts/stops servoing (stopping sends one zero twist);
+`autostart` enables at start-up. Diagnostics `~/error_norm` (std_msgs/Float32) and
+`~/state` (std_msgs/String: idle, servoing, converged, stale, fault; transient local).
+Safety (latent_vs.servo / latent_vs.safety): limits, input_timeout, faults, converged,
+and a zero twist when the node ends.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its thread pool
+
+import sys  # noqa: E402
+
+import numpy as np  # noqa: E402
+import rclpy  # noqa: E402
+from geometry_msgs.msg import PoseStamped, Twist, TwistStamped  # noqa: E402
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,  # noqa: E402
+                                SetParametersResult)
+from rclpy.duration import Duration  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+from std_msgs.msg import Float32, Float32MultiArray, String  # noqa: E402
+from std_srvs.srv import SetBool, Trigger  # noqa: E402
+
+from .. import geometry, paths  # noqa: E402
+from ..errors import UserError  # noqa: E402
+from ..imageconv import read_grey_image  # noqa: E402
+from ..safety import ZERO_TWIST, Limits  # noqa: E402
+from ..servo import METHODS, STATES, ServoController, make_law  # noqa: E402
+from .convert import (COMMAND_QOS, GOAL_QOS, LATEST_QOS, STATE_QOS, image_msg_to_array,  # noqa: E402
+                      is_zero_stamp, msg_to_latent, msg_to_pose, stamp_to_s, twist_to_msg)
+from .run import run_node  # noqa: E402
+
+WATCHDOG_PERIOD_S = 0.02
+
+
+def _float(text, lo, hi, read_only=False):
+    return ParameterDescriptor(description=text, read_only=read_only, floating_point_range=[
+        FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)])
+
+
+# name -> (default, descriptor). Units in brackets; ranges are enforced by rclpy on set, the
+# rest (strictly positive values, hand_eye, goal_image) by _validate.
+PARAMETERS = {
+    "method": ("mlvs", ParameterDescriptor(read_only=True, description=(
+        "control law: mlvs (latents from the encoder), pbvs (camera_pose, simulation), dvs (image)"))),
+    "model_dir": ("", ParameterDescriptor(read_only=True, description=(
+        "MLVS model directory; empty: the package's models/default"))),
+    "device": ("cpu", ParameterDescriptor(read_only=True, description="torch device of the model: cpu or cuda")),
+    "threads": (1, ParameterDescriptor(read_only=True, description="torch intra-op threads [count]",
+                                       integer_range=[IntegerRange(from_value=1, to_value=64, step=1)])),
+    "gain": (0.5, _float("control gain λ [1/s]: the error decays as exp(-λ t) far from the limits", 0.0, 20.0)),
+    "k_neighbors": (50, ParameterDescriptor(description="MLVS: neighbours K of the latent regression (eq. 13) [count]",
+                                            integer_range=[IntegerRange(from_value=1, to_value=1000, step=1)])),
+    "max_linear_speed": (0.10, _float("limit on ‖v‖ [m/s]; the whole twist is scaled to keep its direction", 0.0, 2.0)),
+    "max_angular_speed": (0.50, _float("limit on ‖ω‖ [rad/s]; the whole twist is scaled to keep its direction", 0.0, 6.3)),
+    "input_timeout": (0.5, _float("input older than this (capture stamp) stops the arm [s]", 0.0, 10.0)),
+    "converged_error": (0.01, _float(
+        "error below which the goal is reached and the arm stops [mlvs: latent distance; "
+        "pbvs: ‖(t m, θu rad)‖; dvs: RMS grey level / 255]", 0.0, 10.0)),
+    "hand_eye": ([0.0] * 6, ParameterDescriptor(description=(
+        "camera pose in command_frame: x y z [m] roll pitch yaw [rad] (fixed axes X, Y, Z); identity by default"))),
+    "command_frame": ("camera", ParameterDescriptor(description=(
+        "frame_id of cmd_twist: a frame rigidly attached to the camera (e.g. MoveIt Servo's ee_frame)"))),
+    "stamped": (True, ParameterDescriptor(read_only=True, description=(
+        "publish geometry_msgs/TwistStamped (true) or geometry_msgs/Twist (false)"))),
+    "goal_image": ("", ParameterDescriptor(description=(
+        "goal view I*: an image file (png, jpg; grey, colour or 16 bit); empty: none"))),
+    "autostart": (False, ParameterDescriptor(read_only=True, description=(
+        "servo as soon as a goal is set; false: wait for ~/enable"))),
+}
+
+
+class ControllerNode(Node):
+    def __init__(self, law=None, **kwargs):
+        """`law`: an already built MeasurementLaw or control law (the demo shares the
+        encoder's model this way); else one is made from the parameters."""
+        super().__init__(kwargs.pop("node_name", "controller"), **kwargs)
+        for name, (default, desc) in PARAMETERS.items():
+            self.declare_parameter(name, default, desc)
+        p = {name: self.get_parameter(name).value for name in PARAMETERS}
+        why = self._check(p)
+        if why:
+            raise UserError(f"controller: {why}")
+        self.method = p["method"]
+        if law is None:
+            if self.method == "mlvs":
+                import torch
+                torch.set_num_threads(int(p["threads"]))
+            model_dir = (p["model_dir"] or paths.model_dir("default")) if self.method == "mlvs" else None
+            law = make_law(self.method, model_dir, gain=p["gain"], k_neighbors=p["k_neighbors"])
+        self.ctl = ServoController(law, Limits(p["max_linear_speed"], p["max_angular_speed"]),
+                                   input_timeout=p["input_timeout"], converged_error=p["converged_error"],
+                                   hand_eye=geometry.rpy_to_matrix(*p["hand_eye"]), enabled=p["autostart"])
+        self.law = self.ctl.law
+        self.law.gain = p["gain"]
+        self._apply_k(p["k_neighbors"])
+        self.command_frame = p["command_frame"]
+        self.stamped = bool(p["stamped"])
+        self.last_input = None        # newest measurement (latent, pose or image) for set_goal_from_current
+        self.published_state = None
+        self.twists_sent = 0
+
+        self.cmd_pub = self.create_publisher(TwistStamped if self.stamped else Twist, "cmd_twist", COMMAND_QOS)
+        self.err_pub = self.create_publisher(Float32, "~/error_norm", 10)
+        self.state_pub = self.create_publisher(String, "~/state", STATE_QOS)
+        if self.law.kind == "latent":
+            self.create_subscription(Float32MultiArray, "latent", self.on_latent, LATEST_QOS)
+        elif self.law.kind == "pose":
+            self.create_subscription(PoseStamped, "camera_pose", self.on_pose, LATEST_QOS)
+            from ..scene import SceneConfig, goal_pose
+            self.ctl.set_goal(goal_pose(SceneConfig()))  # the simulator's desired pose
+        else:
+            self.create_subscription(Image, "image", self.on_image, LATEST_QOS)
+        if self.law.kind != "pose":  # pbvs's goal is a pose
+            self.create_subscription(Image, "goal_image", self.on_goal_image, GOAL_QOS)
+        self.create_service(SetBool, "~/enable", self.on_enable)
+        self.create_service(Trigger, "~/set_goal_from_current", self.on_set_goal_from_current)
+        if p["goal_image"]:
+            self._set_goal_from_file(p["goal_image"], at_start=True)
+        self.add_on_set_parameters_callback(self.on_set_parameters)
+        self.create_timer(WATCHDOG_PERIOD_S, self.on_watchdog)
+        self._publish_state(force=True)
+        self.get_logger().info(
+            f"controller ready: method {self.method}, gain {p['gain']} 1/s, limits {p['max_linear_speed']} m/s "
+            f"{p['max_angular_speed']} rad/s, input_timeout {p['input_timeout']} s, converged_error "
+            f"{p['converged_error']} ({self.law.error_units}), command_frame '{self.command_frame}', "
+            f"{'enabled' if self.ctl.enabled else 'waiting for ~/enable'}")
+
+    # ------------------------------------------------------------------ parameters
+    @staticmethod
+    def _check(p: dict) -> str | None:
+        """Why a set of parameter values is not acceptable (beyond rclpy's range checks)."""
+        if "method" in p and p["method"] not in METHODS:
+            return f"parameter method must be one of {', '.join(METHODS)}, got '{p['method']}'"
+        for name in ("gain", "max_linear_speed", "max_angular_speed", "input_timeout"):
+            if name in p and not (np.isfinite(p[name]) and p[name] > 0):
+                return f"parameter {name} must be > 0, got {p[name]}"
+        if "converged_error" in p and not (np.isfinite(p["converged_error"]) and p["converged_error"] >= 0):
+            return f"parameter converged_error must be >= 0, got {p['converged_error']}"
+        if "hand_eye" in p:
+            he = list(p["hand_eye"])
+            if len(he) != 6 or not all(isinstance(v, (int, float)) and np.isfinite(v) for v in he):
+                return f"parameter hand_eye must be 6 finite numbers (x y z roll pitch yaw), got {he}"
+        if "device" in p and p["device"] not in ("cpu", "cuda") and not str(p["device"]).startswith("cuda:"):
+            return f"parameter device must be cpu or cuda, got '{p['device']}'"
+        return None
+
+    def on_set_parameters(self, params) -> SetParametersResult:
+        values = {q.name: q.value for q in params}
+        why = self._check(values)
+        if why is None and values.get("goal_image"):
+            why = self._set_goal_from_file(values["goal_image"])
+        if why:
+            self.get_logger().warning(f"parameter change refused: {why}")
+            return SetParametersResult(successful=False, reason=why)
+        if "max_linear_speed" in values or "max_angular_speed" in values:
+            self.ctl.limits = Limits(values.get("max_linear_speed", self.ctl.limits.max_linear_speed),
+                                     values.get("max_angular_speed", self.ctl.limits.max_angular_speed))
+        if "gain" in values:
+            self.law.gain = values["gain"]
+        if "k_neighbors" in values:
+            self._apply_k(values["k_neighbors"])
+        if "input_timeout" in values:
+            self.ctl.input_timeout = float(values["input_timeout"])
+        if "converged_error" in values:
+            self.ctl.converged_error = float(values["converged_error"])
+        if "hand_eye" in values:
+            self.ctl.set_hand_eye(geometry.rpy_to_matrix(*values["hand_eye"]))
+        if "command_frame" in values:
+            self.command_frame = values["command_frame"]
+        return SetParametersResult(successful=True)
+
+    def _apply_k(self, k: int) -> None:
+        if self.law.kind == "latent":
+            self.law.k = int(k)
+
+    # ------------------------------------------------------------------ goals
+    def _goal_from_image(self, img: np.ndarray):
+        """A goal measurement from a goal image: z* = ψ(I*) for mlvs, I* for dvs."""
+        if self.law.kind == "latent":
+            return self.law.law.model.encode(img[None])[0]
+        if self.law.kind == "image":
+            return img
+        raise ValueError("method pbvs takes no goal image (its goal is a pose: the scene's "
+                         "desired pose, or ~/set_goal_from_current)")
+
+    def _set_goal(self, goal, source: str) -> str | None:
+        try:
+            self.ctl.set_goal(goal)
+        except ValueError as e:
+            return f"goal from {source} refused: {e}"
+        self.get_logger().info(f"goal set from {source}")
+        self._publish_state()
+        return None
+
+    def _set_goal_from_file(self, path: str, at_start: bool = False) -> str | None:
+        try:
+            goal = self._goal_from_image(read_grey_image(path))
+        except ValueError as e:
+            why = f"goal_image: {e}"
+            if at_start:
+                raise UserError(f"controller: {why}") from None
+            return why
+        return self._set_goal(goal, f"file {path}")
+
+    def on_goal_image(self, msg: Image) -> None:
+        try:
+            goal = self._goal_from_image(image_msg_to_array(msg))
+        except ValueError as e:
+            self.get_logger().error(f"goal_image topic: {e}")
+            return
+        why = self._set_goal(goal, "topic goal_image")
+        if why:
+            self.get_logger().error(why)
+
+    def on_set_goal_from_current(self, request, response):
+        if self.last_input is None:
+            response.success, response.message = False, f"no {self.law.kind} received yet"
+            return response
+        why = self._set_goal(self.last_input, "the current view")
+        response.success = why is None
+        response.message = why or f"goal set from the current {self.law.kind}"
+        return response
+
+    def on_enable(self, request, response):
+        twist, state = self.ctl.set_enabled(request.data)
+        self._emit(twist)
+        response.success = True
+        response.message = f"{'enabled' if request.data else 'disabled'}; state {state}"
+        if request.data and not self.ctl.has_goal:
+            response.message += " (no goal yet: set one to start servoing)"
+        return response
+
+    # ------------------------------------------------------------------ loop
+    def _now_s(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    @staticmethod
+    def _stamp_s(stamp) -> float | None:
+        return None if stamp is None or is_zero_stamp(stamp) else stamp_to_s(stamp)
+
+    def _process(self, y, stamp_s: float | None) -> None:
+        """One input: safety state machine, error diagnostics, twist."""
+        twist, _state = self.ctl.update(y, stamp_s, self._now_s())
+        if np.isfinite(self.ctl.error_norm) and self.ctl.has_goal and self.ctl.enabled:
+            self.err_pub.publish(Float32(data=float(self.ctl.error_norm)))
+        self._emit(twist)
+
+    def on_latent(self, msg: Float32MultiArray) -> None:
+        z, stamp_s, _frame = msg_to_latent(msg)
+        if np.all(np.isfinite(z)):
+            self.last_input = z
+        self._process(z, stamp_s)
+
+    def on_pose(self, msg: PoseStamped) -> None:
+        T = msg_to_pose(msg)
+        if np.all(np.isfinite(T)):
+            self.last_input = T
+        self._process(T, self._stamp_s(msg.header.stamp))
+
+    def on_image(self, msg: Image) -> None:
+        try:
+            img = image_msg_to_array(msg)
+        except ValueError as e:
+            self._emit(self.ctl.report_fault(f"bad image: {e}")[0])
+            return
+        self.last_input = img
+        self._process(img, self._stamp_s(msg.header.stamp))
+
+    def on_watchdog(self) -> None:
+        twist, _ = self.ctl.tick(self._now_s())
+        self._emit(twist)
+
+    def _emit(self, twist) -> None:
+        """Publish a twist (None: nothing), then log and publish any state change."""
+        if twist is not None:
+            self.cmd_pub.publish(twist_to_msg(twist, self.stamped, self.get_clock().now().to_msg(), self.command_frame))
+            self.twists_sent += 1
+        ev = self.ctl.event
+        if ev:
+            log = self.get_logger()
+            if self.ctl.state == "fault":
+                log.error(f"fault: {ev}; zero twist sent, waiting for good input")
+            elif self.ctl.state == "stale":
+                log.warning(f"stale input: {ev}; zero twist sent")
+            else:
+                log.info(ev)
+            self.ctl.event = None
+        self._publish_state()
+
+    def _publish_state(self, force: bool = False) -> None:
+        state = self.ctl.state
+        assert state in STATES
+        if force or state != self.published_state:
+            self.state_pub.publish(String(data=state))
+            self.published_state = state
+
+    def stop(self) -> None:
+        """Zero twist on the way out (called by run_node and the demo before shutdown)."""
+        if not rclpy.ok(context=self.context):
+            return
+        self.cmd_pub.publish(twist_to_msg(ZERO_TWIST, self.stamped, self.get_clock().now().to_msg(), self.command_frame))
+        self.cmd_pub.wait_for_all_acked(Duration(seconds=1.0))
+        self.get_logger().info("stopped: zero twist sent")
+
+
+def main(args=None) -> int:
+    return run_node(ControllerNode, "controller_node", args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

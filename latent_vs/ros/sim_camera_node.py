@@ -1,0 +1,141 @@
+"""Node `sim_camera` (executable `sim_camera_node`): the simulated arm + camera for runs with
+no hardware.
+
+At `rate` Hz it integrates the newest `cmd_twist` (geometry_msgs/TwistStamped, or Twist with
+`stamped: false`) held for at most `command_timeout` s (like a velocity controller: no new
+command -> the arm stops), renders the package's poster scene (latent_vs.scene) and
+publishes `image` (sensor_msgs/Image mono8, sensor-data QoS, frame `camera_frame`) and
+`camera_pose` (geometry_msgs/PoseStamped, ground truth oT_c in frame `scene_frame`), both
+with the same stamp. The twist acts on the command frame, which holds the camera at
+`hand_eye` (the controller's parameter of the same name; identity: the twist is the
+camera's). Start pose: the seeded look-at/look-from task `seed` (latent_vs.tasks), or
+`start_pose` when seed < 0. With `publish_goal_image`, the view from the scene's desired
+pose is published on `goal_image` to every new subscriber (the controller's goal).
+"""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import rclpy
+from geometry_msgs.msg import PoseStamped, Twist, TwistStamped
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.node import Node
+from sensor_msgs.msg import Image
+
+from .. import geometry
+from ..camera import Camera, default_camera
+from ..errors import UserError
+from ..scene import Scene, SceneConfig, goal_pose
+from ..tasks import sample_tasks
+from .convert import (COMMAND_QOS, GOAL_QOS, SENSOR_QOS, STREAM_PUB_QOS, array_to_image_msg, msg_to_twist,
+                      pose_to_msg)
+from .run import run_node
+
+
+def camera_for(width: int, height: int) -> Camera:
+    """The default camera's vertical field of view at any size; a wider image sees more on the
+    sides (so a centre crop to a square is exactly the default camera)."""
+    if width == height:
+        return default_camera(width)
+    base, s = default_camera(), height / 224.0
+    return Camera(width, height, base.px * s, base.py * s,
+                  (base.u0 + 0.5) * s - 0.5 + (width - 224 * s) / 2, (base.v0 + 0.5) * s - 0.5)
+
+
+PARAMETERS = {
+    "rate": (30.0, ParameterDescriptor(read_only=True, description="simulation and image rate [Hz]",
+                                       floating_point_range=[FloatingPointRange(from_value=1.0, to_value=1000.0, step=0.0)])),
+    "width": (224, ParameterDescriptor(read_only=True, description="image width [px]",
+                                       integer_range=[IntegerRange(from_value=16, to_value=4096, step=1)])),
+    "height": (224, ParameterDescriptor(read_only=True, description="image height [px]",
+                                        integer_range=[IntegerRange(from_value=16, to_value=4096, step=1)])),
+    "seed": (0, ParameterDescriptor(read_only=True, description=(
+        "start at the seeded look-at/look-from task (latent_vs.tasks.sample_tasks(1, seed)); -1: use start_pose"))),
+    "start_pose": ([0.0, 0.0, -0.6, 0.0, 0.0, 0.0], ParameterDescriptor(read_only=True, description=(
+        "start camera pose in the scene frame when seed < 0: x y z [m] roll pitch yaw [rad]"))),
+    "stamped": (True, ParameterDescriptor(read_only=True, description="cmd_twist is TwistStamped (true) or Twist (false)")),
+    "hand_eye": ([0.0] * 6, ParameterDescriptor(read_only=True, description=(
+        "camera pose in the command frame the twist moves: x y z [m] roll pitch yaw [rad]"))),
+    "command_timeout": (0.5, ParameterDescriptor(read_only=True, description=(
+        "a twist is applied for at most this long after it arrives [s]"),
+        floating_point_range=[FloatingPointRange(from_value=0.0, to_value=10.0, step=0.0)])),
+    "camera_frame": ("camera", ParameterDescriptor(read_only=True, description="frame_id of image")),
+    "scene_frame": ("scene", ParameterDescriptor(read_only=True, description="frame_id of camera_pose")),
+    "publish_goal_image": (True, ParameterDescriptor(read_only=True, description=(
+        "publish the view from the desired pose on goal_image to each new subscriber"))),
+}
+
+
+class SimCameraNode(Node):
+    def __init__(self, scene_config: SceneConfig | None = None, **kwargs):
+        super().__init__(kwargs.pop("node_name", "sim_camera"), **kwargs)
+        for name, (default, desc) in PARAMETERS.items():
+            self.declare_parameter(name, default, desc)
+        p = {name: self.get_parameter(name).value for name in PARAMETERS}
+        for key in ("start_pose", "hand_eye"):
+            if len(p[key]) != 6 or not np.all(np.isfinite(p[key])):
+                raise UserError(f"sim_camera: parameter {key} must be 6 finite numbers (x y z roll pitch yaw)")
+        self.scene_config = scene_config or SceneConfig()
+        self.scene = Scene(self.scene_config, camera_for(p["width"], p["height"]))
+        self.goal_pose = goal_pose(self.scene_config)
+        self.dt = 1.0 / p["rate"]
+        self.cmd_T_cam = geometry.rpy_to_matrix(*p["hand_eye"])
+        start = sample_tasks(1, seed=p["seed"], scene=self.scene_config)[0] if p["seed"] >= 0 \
+            else geometry.rpy_to_matrix(*p["start_pose"])
+        self.start_pose = start
+        self.oT_cmd = start @ geometry.inverse(self.cmd_T_cam)
+        self.command_timeout = p["command_timeout"]
+        self.camera_frame, self.scene_frame = p["camera_frame"], p["scene_frame"]
+        self.twist = np.zeros(6)
+        self.twist_time = None
+        self.twists_received = 0
+        self.frames = 0
+
+        self.image_pub = self.create_publisher(Image, "image", SENSOR_QOS)
+        self.pose_pub = self.create_publisher(PoseStamped, "camera_pose", STREAM_PUB_QOS)
+        cmd_type = TwistStamped if p["stamped"] else Twist
+        self.create_subscription(cmd_type, "cmd_twist", self.on_twist, COMMAND_QOS)
+        self.create_timer(self.dt, self.on_tick)
+        if p["publish_goal_image"]:
+            self.goal_image = self.scene.render(self.goal_pose)
+            self.goal_pub = self.create_publisher(Image, "goal_image", GOAL_QOS)
+            self._goal_subscribers = 0
+            self.create_timer(0.1, self.on_goal_timer)
+
+    @property
+    def camera_pose(self) -> np.ndarray:
+        """oT_c, the true camera pose in the scene frame."""
+        return self.oT_cmd @ self.cmd_T_cam
+
+    def on_twist(self, msg) -> None:
+        v = msg_to_twist(msg)
+        if not np.all(np.isfinite(v)):
+            self.get_logger().error(f"non-finite twist ignored: {v.tolist()}")
+            return
+        self.twist, self.twist_time = v, self.get_clock().now()
+        self.twists_received += 1
+
+    def on_tick(self) -> None:
+        now = self.get_clock().now()
+        if self.twist_time is not None and (now - self.twist_time).nanoseconds * 1e-9 <= self.command_timeout:
+            self.oT_cmd = self.oT_cmd @ geometry.se3_exp(self.twist, self.dt)
+        T = self.camera_pose
+        stamp = now.to_msg()
+        self.pose_pub.publish(pose_to_msg(T, stamp, self.scene_frame))
+        self.image_pub.publish(array_to_image_msg(self.scene.render(T), stamp, self.camera_frame))
+        self.frames += 1
+
+    def on_goal_timer(self) -> None:
+        n = self.goal_pub.get_subscription_count()
+        if n > self._goal_subscribers:
+            self.goal_pub.publish(array_to_image_msg(self.goal_image, self.get_clock().now().to_msg(), self.camera_frame))
+        self._goal_subscribers = n
+
+
+def main(args=None) -> int:
+    return run_node(SimCameraNode, "sim_camera_node", args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
