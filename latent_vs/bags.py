@@ -12,8 +12,9 @@ them. What latent_vs records, by default topic name (design.md, ROS 2 interface)
     /controller/error_norm  std_msgs/msg/Float32            ‖z_I − z*‖
 
 Each message has two times: the bag's log time (when it was received/written) and, for
-stamped types, header.stamp (when the image it derives from was captured). cmd_twist carries
-the stamp of the image it answers, which is how replay pairs twists with images.
+stamped types, header.stamp. As the nodes publish them: image and camera_pose carry the
+capture time, latent carries its image's capture time in its label (latent_msg), cmd_twist
+its publish time. Replay pairs a recorded twist with the image whose latent precedes it.
 
 Writing is crash-safe: a bag is written inside `PATH.partial/` and moved to PATH only when it
 is closed (metadata.yaml written). Anything called `*.partial` is an interrupted recording;
@@ -22,6 +23,7 @@ readers refuse it with a message that says so.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,11 +108,29 @@ def twist_msg(v: np.ndarray, t_ns: int, frame_id: str = "camera"):
     return _T[TWIST](header=header_msg(t_ns, frame_id), twist=tw)
 
 
-def latent_msg(z: np.ndarray):
-    """z (D,) -> std_msgs/Float32MultiArray with one dimension labelled 'latent'."""
+def latent_msg(z: np.ndarray, image_stamp_ns: int | None = None, frame_id: str = ""):
+    """z (D,) -> std_msgs/Float32MultiArray. Float32MultiArray has no header, so the stamp of
+    the image behind z goes into the label of its one dimension, as the encoder node writes it
+    (latent_vs.ros.convert): "latent stamp=<sec>.<nanosec, 9 digits> frame=<frame_id>"."""
     z = np.asarray(z, dtype=np.float32).reshape(-1)
-    dim = _T["std_msgs/msg/MultiArrayDimension"](label="latent", size=z.size, stride=z.size)
+    label = "latent"
+    if image_stamp_ns is not None:
+        t = int(image_stamp_ns)
+        label = f"latent stamp={t // 1_000_000_000}.{t % 1_000_000_000:09d} frame={frame_id}"
+    dim = _T["std_msgs/msg/MultiArrayDimension"](label=label, size=z.size, stride=z.size)
     return _T[LATENT](layout=_T["std_msgs/msg/MultiArrayLayout"](dim=[dim], data_offset=0), data=z)
+
+
+_LATENT_LABEL = re.compile(r"stamp=(\d+)\.(\d{9})")
+
+
+def latent_stamp_ns(msg) -> int | None:
+    """The image stamp [ns] in a latent's label (None: an unlabelled latent)."""
+    if msg.layout.dim:
+        m = _LATENT_LABEL.search(msg.layout.dim[0].label)
+        if m:
+            return int(m.group(1)) * 1_000_000_000 + int(m.group(2))
+    return None
 
 
 def string_msg(s: str):

@@ -47,8 +47,8 @@ class ServoSettings:
     that a replay can reproduce the run's twists)."""
     method: str = "mlvs"
     model_dir: str | None = None           # None: models/default
-    gain: float | None = None              # None: the law's default
-    k_neighbors: int | None = None
+    gain: float | None = 0.5               # [1/s] (the controller node's defaults throughout)
+    k_neighbors: int | None = 50
     max_linear_speed: float = 0.10         # [m/s]
     max_angular_speed: float = 0.50        # [rad/s]
     converged_error: float = 0.01
@@ -220,6 +220,14 @@ def replay_offline(bag_path: str, settings: ServoSettings | None = None, goal: s
         # small topics first: true poses and recorded twists, matched to images by header stamp
         pose_by_stamp, pose_log, pose_vals = _stamped_table(bag, pose_t, bags.pose_from_msg)
         tw_by_stamp, tw_log, tw_vals = _stamped_table(bag, twist_t, bags.twist_from_msg)
+        latent_t = bag.find_topic((bags.LATENT,), "latent", None, prefer="/latent", required=False)
+        latents = {}   # image stamp -> (log time, recorded z)
+        if latent_t is not None:
+            for m in bag.messages([latent_t]):
+                msg = bag.decode(m)
+                st = bags.latent_stamp_ns(msg)
+                if st is not None and st not in latents:
+                    latents[st] = (m.t_ns, bags.latent_from_msg(msg))
         if settings.method == "pbvs" and not pose_vals:
             raise UserError(f"the pbvs method needs camera poses; bag {bag.path} has no {bags.POSE} topic")
 
@@ -268,6 +276,7 @@ def replay_offline(bag_path: str, settings: ServoSettings | None = None, goal: s
             from tqdm import tqdm
             bar = tqdm(total=n_total, desc="replay", unit="img", file=sys.stderr, leave=False)
         buf: list = []
+        z_replayed: list = []
 
         def flush():
             nonlocal t_enc, t_ctl, first_stamp
@@ -288,8 +297,8 @@ def replay_offline(bag_path: str, settings: ServoSettings | None = None, goal: s
                 tc = time.perf_counter()
                 twist, state, err = pipe.step(y, st * 1e-9)
                 t_ctl += time.perf_counter() - tc
-                rows.append(_row(len(rows), st, first_stamp, log_ns, twist, state, err, T, goal_pose,
-                                 _match_twist(tw_by_stamp, tw_log, tw_vals, st, log_ns)))
+                rows.append(_row(len(rows), st, first_stamp, log_ns, twist, state, err, T, goal_pose))
+                z_replayed.append(y if pipe.kind == "latent" else None)
             if bar is not None:
                 bar.update(len(buf))
             buf.clear()
@@ -312,6 +321,7 @@ def replay_offline(bag_path: str, settings: ServoSettings | None = None, goal: s
         if bar is not None:
             bar.close()
 
+    _attach_recorded(rows, z_replayed, latents, tw_by_stamp, tw_log, tw_vals)
     wall = time.perf_counter() - t_start
     n = len(rows)
     res = ReplayResult(rows=rows, has_pose=any(r["t_err_m"] == r["t_err_m"] for r in rows),
@@ -346,6 +356,10 @@ def replay_offline(bag_path: str, settings: ServoSettings | None = None, goal: s
         d = d[np.isfinite(d)]
         s["recorded_twists"] = {"compared": int(d.size), "max_abs_diff": float(d.max()) if d.size else None,
                                 "median_abs_diff": float(np.median(d)) if d.size else None}
+    dz = np.array([r["rec_latent_diff"] for r in rows], float)
+    dz = dz[np.isfinite(dz)]
+    if dz.size:
+        s["recorded_latents"] = {"compared": int(dz.size), "max_norm_diff": float(dz.max())}
     res.summary = s
     return res
 
@@ -358,24 +372,43 @@ def _torch_threads():
         return None
 
 
-def _match_twist(by_stamp: dict, log_t: np.ndarray, vals: list, stamp: int, log_ns: int):
-    """The recorded twist that answered this image: the one carrying its stamp."""
-    return by_stamp.get(stamp)
+def _attach_recorded(rows: list[dict], z_replayed: list, latents: dict, tw_by_stamp: dict,
+                     tw_log: np.ndarray, tw_vals: list) -> None:
+    """Pair each image with the twist the recorded run published in answer to it, and with
+    the recorded latent. A twist whose header stamp is the image's belongs to it; else (the
+    controller node stamps twists when it publishes them) the first twist logged after the
+    image's latent (or the image itself, in a bag without latents) and before the next one's."""
+    anchors = np.array([latents[r["stamp_ns"]][0] if r["stamp_ns"] in latents else r["log_ns"] for r in rows],
+                       np.int64)
+    taken = set()
+    for i, r in enumerate(rows):
+        rec = tw_by_stamp.get(r["stamp_ns"])
+        if rec is None and len(tw_log):
+            j = int(np.searchsorted(tw_log, anchors[i], side="left"))
+            nxt = anchors[i + 1] if i + 1 < len(rows) else np.iinfo(np.int64).max
+            if j < len(tw_log) and tw_log[j] < nxt and j not in taken:
+                rec = tw_vals[j]
+                taken.add(j)
+        rv = _NAN6 if rec is None else [float(x) for x in rec]
+        r.update({f"rec_{c}": v for c, v in zip(TWIST_COLS, rv)})
+        tw = np.array([r[f"cmd_{c}"] for c in TWIST_COLS])
+        r["rec_diff"] = float(np.max(np.abs(tw - np.array(rv)))) if (r["published"] and rec is not None) \
+            else float("nan")
+        z = z_replayed[i]
+        zr = latents.get(r["stamp_ns"])
+        r["rec_latent_diff"] = float(np.linalg.norm(z - zr[1])) if (z is not None and zr is not None
+                                                                    and zr[1].shape == z.shape) else float("nan")
 
 
 _NAN6 = [float("nan")] * 6
 TWIST_COLS = ("vx", "vy", "vz", "wx", "wy", "wz")
 
 
-def _row(i, stamp, first_stamp, log_ns, twist, state, err, T, goal_pose, rec) -> dict:
+def _row(i, stamp, first_stamp, log_ns, twist, state, err, T, goal_pose) -> dict:
     r = {"index": i, "t_s": (stamp - first_stamp) * 1e-9, "stamp_ns": stamp, "log_ns": log_ns,
          "state": state, "published": int(twist is not None), "error": err}
     tw = _NAN6 if twist is None else [float(x) for x in twist]
     r.update({f"cmd_{c}": v for c, v in zip(TWIST_COLS, tw)})
-    rv = _NAN6 if rec is None else [float(x) for x in rec]
-    r.update({f"rec_{c}": v for c, v in zip(TWIST_COLS, rv)})
-    r["rec_diff"] = float(np.max(np.abs(np.array(tw) - np.array(rv)))) if (twist is not None and rec is not None) \
-        else float("nan")
     if T is not None and goal_pose is not None:
         t_err, r_err = geometry.error_metrics(goal_pose, T)
         v_pbvs = _pbvs_twist(goal_pose, T)

@@ -38,10 +38,11 @@ def record_simulation(path: str, settings: ServoSettings, storage: str = "mcap",
                       rate: float = 10.0, start_pose: np.ndarray | None = None, task: int = 0, seed: int = 0,
                       size: int = 224, encoding: str = "mono8", stop_after_converged: int = 5,
                       progress: bool = False) -> dict:
-    """Closed loop in simulation, recorded to a bag at `path`. Per frame k (t_k = t0 + k / rate):
-    /image and /camera_pose stamped t_k; /latent, /cmd_twist (header stamp t_k: the image it
-    answers), /controller/state and /controller/error_norm logged at t_k + the measured compute
-    time. The camera then moves by the last published twist for 1/rate s (the sim camera
+    """Closed loop in simulation, recorded to a bag at `path`, with the messages the nodes
+    would publish. Per frame k (t_k = t0 + k / rate): /image and /camera_pose stamped and
+    logged at t_k; /latent (label stamp t_k), /cmd_twist (stamped at its publish time),
+    /controller/error_norm logged at t_k + the measured compute time; /controller/state when
+    it changes. The camera then moves by the last published twist for 1/rate s (the sim camera
     node's rule). The run's settings and goal pose go into the bag's custom_data so that
     `latent-vs replay` reproduces the twists. Returns a summary dict."""
     from ..camera import default_camera
@@ -59,7 +60,7 @@ def record_simulation(path: str, settings: ServoSettings, storage: str = "mcap",
     t0 = time.time_ns()
     v_applied = np.zeros(6)
     summary = {"frames": 0, "published": 0, "states": {}}
-    converged_at = None
+    converged_at, last_state, state = None, None, None
     with bags.BagWriter(path, storage) as bag:
         bag.set_custom_data(RUN_KEY, settings.to_json())
         bag.set_custom_data("latent_vs.goal_pose", json.dumps(np.round(T_goal, 12).tolist()))
@@ -77,16 +78,20 @@ def record_simulation(path: str, settings: ServoSettings, storage: str = "mcap",
             bag.write("/camera_pose", bags.pose_msg(T, t_k), t_k)
             c0 = time.perf_counter()
             y = pipe.measure(img[None], [T])[0]
+            t_enc = t_k + int((time.perf_counter() - c0) * 1e9)
             twist, state, err = pipe.step(y, t_k * 1e-9)
-            t_out = t_k + int((time.perf_counter() - c0) * 1e9)
+            t_out = t_k + max(int((time.perf_counter() - c0) * 1e9), 1)
             if pipe.kind == "latent":
-                bag.write("/latent", bags.latent_msg(y), t_out)
+                bag.write("/latent", bags.latent_msg(y, t_k, "camera"), t_enc)
+            if np.isfinite(err):
+                bag.write("/controller/error_norm", bags.float32_msg(err), t_out)
             if twist is not None:
-                bag.write("/cmd_twist", bags.twist_msg(twist, t_k), t_out)
+                bag.write("/cmd_twist", bags.twist_msg(twist, t_out), t_out)
                 v_applied = np.asarray(twist, float)
                 summary["published"] += 1
-            bag.write("/controller/state", bags.string_msg(state), t_out)
-            bag.write("/controller/error_norm", bags.float32_msg(err), t_out)
+            if state != last_state:
+                bag.write("/controller/state", bags.string_msg(state), t_out)
+                last_state = state
             summary["frames"] += 1
             summary["states"][state] = summary["states"].get(state, 0) + 1
             T = T @ geometry.se3_exp(v_applied, 1.0 / rate)   # camera twist, camera frame
@@ -259,8 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--sim", action="store_true", help="record a closed loop simulated in-process")
     sim.add_argument("--method", choices=("mlvs", "pbvs", "dvs"), default="mlvs", help="control law (default mlvs)")
     sim.add_argument("--model", metavar="DIR", help="model directory (default models/default)")
-    sim.add_argument("--gain", type=float, help="control gain λ [1/s] (default: the law's)")
-    sim.add_argument("--k-neighbors", type=int, help="K of the MLVS KNN interpolation")
+    sim.add_argument("--gain", type=float, default=ServoSettings.gain,
+                     help=f"control gain λ [1/s] (default {ServoSettings.gain}, as the controller node)")
+    sim.add_argument("--k-neighbors", type=int, default=ServoSettings.k_neighbors,
+                     help=f"K of the MLVS KNN interpolation (default {ServoSettings.k_neighbors})")
     sim.add_argument("--max-linear-speed", type=float, default=0.10, help="[m/s] (default 0.10)")
     sim.add_argument("--max-angular-speed", type=float, default=0.50, help="[rad/s] (default 0.50)")
     sim.add_argument("--converged-error", type=float, default=0.01, help="(default 0.01)")
