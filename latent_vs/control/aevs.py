@@ -1,0 +1,211 @@
+"""AEVS: visual servoing in the latent space of an autoencoder (paper II-C, eq. 6; Felton et
+al., RA-L 2022), batched over tasks.
+
+    z_I = encoder(I),  e = z_I - z_I*,  L_zI = (∂z/∂I)(∂I/∂r)
+    v = -λ (H + μ diag H)⁻¹ L_zᵀ e,  H = L_zᵀ L_z        (Levenberg–Marquardt, as DVS)
+
+∂I/∂r is the photometric interaction matrix of DVS (latent_vs/control/dvs.py: ViSP's
+derivative filter, depth Z = the known desired depth for every pixel); ∂z/∂I is applied to
+its six columns by forward-mode differentiation of the encoder
+(learning/aevs.py:latent_interaction_matrix). As in the authors' code, the image is rendered
+`border` pixels wider than the encoder input, so that the image gradients of every input pixel
+are defined: `law.camera` is that wider camera, and the encoder reads the central crop.
+
+`interaction`: "esm" (mean of L_z at I and I*, the authors' default), "current" or
+"desired" (L_z at I*, computed once: cheapest). μ schedule and gain 0.5 as DVS (authors).
+
+Cost per step: one encoder pass over 6 B images (forward-mode, one per twist component) for
+"esm"/"current"; one over B images for "desired".
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .. import paths
+from ..errors import UserError
+from ..scene import SceneConfig
+
+from ..camera import Camera
+from .base import ControlLaw
+from .dvs import DVS
+
+DEFAULT_MODELS = ("aevs", "aevs_small")   # models/<name> tried in this order when model_dir is None
+TRAIN_HINT = "latent-vs train config/train_aevs_small.yaml"
+INTERACTIONS = ("esm", "current", "desired")
+
+
+@dataclass
+class BaselineModel:
+    """An exported baseline model directory (AEVS encoder or PBVS-CNN regressor)."""
+    psi: torch.jit.ScriptModule    # (B, 1, S, S) normalised image -> (B, D)
+    meta: dict
+    camera: Camera                 # of the network input (S x S)
+    scene: SceneConfig
+    image_mean: float
+    image_std: float
+    path: str
+
+
+def load_baseline_model(model_dir: str | None, defaults: tuple, kind: str, train_hint: str,
+                        device: str = "cpu") -> BaselineModel:
+    """Load models/<name>/{psi.pt, meta.json} of `kind` (written by the trainer through
+    learning/export.py); model_dir None tries models/<d> for d in `defaults`, in order.
+    A missing or wrong model raises a UserError naming it and the command that trains it."""
+    from ..learning.export import ModelError, load_torchscript, read_meta, resolve_texture
+    if model_dir is None:
+        tried = [paths.model_dir(n) for n in defaults]
+        found = [d for d in tried if os.path.isfile(os.path.join(d, "meta.json"))]
+        if not found:
+            raise UserError(f"no {kind} model found (looked in {', '.join(tried)}); train one with: {train_hint}")
+        model_dir = found[0]
+    else:
+        model_dir = paths.model_dir(model_dir)
+    meta_path = os.path.join(model_dir, "meta.json")
+    if not os.path.isfile(meta_path):
+        raise UserError(f"{kind} model not found: {meta_path} is missing; train one with: {train_hint}")
+    meta = read_meta(model_dir)
+    if meta.get("kind") != kind:
+        raise ModelError(f"{meta_path}: a model of kind {meta.get('kind')!r}, not {kind!r}")
+    try:
+        img = meta["image"]
+        mean, std, size = float(img["mean"]), float(img["std"]), int(img["size"])
+        camera = Camera.from_dict(meta["camera"])
+        scene = dict(meta["scene"])
+        scene["texture"] = resolve_texture(scene["texture"], model_dir)
+        scene = SceneConfig.from_dict(scene)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelError(f"{meta_path}: missing or bad field ({type(e).__name__}: {e})") from None
+    psi_path = os.path.join(model_dir, "psi.pt")
+    psi = load_torchscript(psi_path, device)
+    try:
+        with torch.no_grad():
+            out = psi(torch.zeros(1, 1, size, size, device=device))
+    except Exception as e:
+        raise ModelError(f"{psi_path}: does not take (1, 1, {size}, {size}) images as meta.json says "
+                         f"({str(e).splitlines()[0][:160]})") from None
+    if out.shape[-1] != int(meta.get("latent_dim", out.shape[-1])):
+        raise ModelError(f"{psi_path}: outputs {tuple(out.shape)}, meta.json says latent_dim {meta.get('latent_dim')}")
+    return BaselineModel(psi, meta, camera, scene, mean, std, model_dir)
+
+
+def prepare_images(images: np.ndarray, camera: Camera) -> np.ndarray:
+    """uint8 (B, H, W) of the camera's size, or of any size (centre-cropped to its aspect and resized)."""
+    images = np.asarray(images)
+    if images.ndim == 2:
+        images = images[None]
+    if images.shape[1:] == (camera.height, camera.width):
+        return images
+    from ..learning.export import prepare_images as crop_resize
+    if camera.width != camera.height:
+        raise UserError(f"images are {images.shape[2]}x{images.shape[1]}, the model expects {camera.width}x{camera.height}")
+    return crop_resize(images, camera.width)
+
+
+def wider_camera(cam: Camera, border: int) -> Camera:
+    """The camera whose central crop of `border` pixels a side is `cam`."""
+    return Camera(cam.width + 2 * border, cam.height + 2 * border, cam.px, cam.py, cam.u0 + border, cam.v0 + border)
+
+
+class AEVS(ControlLaw):
+    name = "aevs"
+    needs_pose = False
+
+    def __init__(self, model: BaselineModel, gain: float = 0.5, mu: float = 0.01, gn_after: int = 500,
+                 mu_decay: float = 0.995, mu_min: float = 0.0, interaction: str = "esm",
+                 depth: float | None = None, border: int = 3, device: str = "cpu", chunk: int = 256):
+        if interaction not in INTERACTIONS:
+            raise ValueError(f"interaction must be one of {INTERACTIONS}, not {interaction!r}")
+        self.model = model
+        self.encoder = model.psi
+        self.device = torch.device(device)
+        self.input_camera = model.camera                       # the encoder's input (S x S)
+        self.camera = wider_camera(model.camera, border)       # what the simulator renders
+        self.border = int(border)
+        self.Z = float(depth if depth is not None else model.scene.goal_depth_m)
+        self.interaction, self.chunk = interaction, int(chunk)
+        # DVS supplies the photometric interaction matrix (same filter, same depth model) and the
+        # Levenberg–Marquardt schedule; its own control law is not used.
+        self._dvs = DVS(camera=self.camera, gain=gain, mu=mu, gn_after=gn_after, mu_decay=mu_decay,
+                        mu_min=mu_min, depth=self.Z, border=self.border)
+        self.gain = float(gain)
+        mean, std = model.image_mean, model.image_std
+        self._x_scale = 1.0 / (255.0 * std)                   # x = (I/255 - mean)/std: ∂x/∂I
+        self._x_offset = mean / std
+        self._A = torch.from_numpy(self._dvs._A)               # (N, 6): L_I row = ∇I_x A + ∇I_y B
+        self._B = torch.from_numpy(self._dvs._B)
+        self._z_goal: np.ndarray | None = None
+
+    # -- features
+    def _input(self, images: np.ndarray) -> torch.Tensor:
+        b, S = self.border, self.input_camera.width
+        I = torch.from_numpy(np.ascontiguousarray(images[:, b:b + S, b:b + S], dtype=np.float32))
+        return (I * self._x_scale - self._x_offset).unsqueeze(1).to(self.device)
+
+    def features(self, images: np.ndarray, with_L: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """z (B, D) and, with_L, L_z (B, D, 6) of uint8 images (B, H, W) rendered with law.camera."""
+        from ..learning.aevs import latent_interaction_matrix
+        images = prepare_images(images, self.camera)
+        zs, Ls = [], []
+        for i in range(0, len(images), self.chunk):
+            part = images[i:i + self.chunk]
+            x = self._input(part)
+            if not with_L:
+                with torch.no_grad():
+                    zs.append(self.encoder(x).float().cpu().numpy())
+                continue
+            gx, gy = self._dvs._norm_gradients(part)                    # (b, N) each, normalised units
+            gx, gy = torch.from_numpy(gx), torch.from_numpy(gy)
+            L_I = gx[:, :, None] * self._A + gy[:, :, None] * self._B   # (b, N, 6): ∂I/∂r per pixel
+            S = self.input_camera.width
+            L_x = (L_I * self._x_scale).transpose(1, 2).reshape(len(part), 6, S, S).to(self.device)
+            z, L_z = latent_interaction_matrix(self.encoder, x, L_x)
+            zs.append(z.float().cpu().numpy())
+            Ls.append(L_z.double().cpu().numpy())
+        z = np.concatenate(zs).astype(float)
+        return z, (np.concatenate(Ls) if with_L else None)
+
+    # -- ControlLaw
+    def set_goal(self, goal_images: np.ndarray, goal_pose: np.ndarray) -> None:
+        goal_images = np.asarray(goal_images)
+        if goal_images.ndim == 2:
+            goal_images = goal_images[None]
+        need_L = self.interaction in ("esm", "desired")
+        self._z_goal, self._L_goal = self.features(goal_images, with_L=need_L)
+        self._iter = np.zeros(len(goal_images), dtype=int)
+
+    def step(self, images: np.ndarray, poses, active: np.ndarray) -> np.ndarray:
+        if self._z_goal is None:
+            raise RuntimeError("AEVS.step before set_goal")
+        active = np.asarray(active, dtype=int)
+        g = active if len(self._z_goal) > 1 else np.zeros_like(active)
+        z, L = self.features(images, with_L=self.interaction != "desired")
+        e = z - self._z_goal[g]                                           # eq. 6: e = z_I - z_I*
+        if self.interaction == "desired":
+            L = self._L_goal[g]
+        elif self.interaction == "esm":
+            L = 0.5 * (L + self._L_goal[g])
+        if active.size and active.max() >= len(self._iter):
+            self._iter = np.concatenate([self._iter, np.zeros(active.max() + 1 - len(self._iter), int)])
+        v = lm_step(L, e, self._dvs.mu_at(self._iter[active]), self.gain)
+        self._iter[active] += 1
+        return v
+
+
+def lm_step(L: np.ndarray, e: np.ndarray, mu: np.ndarray, gain: float) -> np.ndarray:
+    """v = -λ (H + μ diag H)⁻¹ Lᵀ e, H = Lᵀ L; L (B, D, 6), e (B, D), μ (B,) -> (B, 6)."""
+    H = np.einsum("bdi,bdj->bij", L, L)
+    diag = np.einsum("bii->bi", H)
+    ridge = 1e-9 * diag.mean(1, keepdims=True) + 1e-12
+    Hlm = H + (mu[:, None] * diag + ridge)[:, :, None] * np.eye(6)
+    return -gain * np.linalg.solve(Hlm, np.einsum("bdi,bd->bi", L, e)[..., None])[..., 0]
+
+
+def make(model_dir: str | None = None, **kwargs) -> AEVS:
+    """Factory for bench/methods.py: the AEVS law on models/aevs (or models/aevs_small).
+    kwargs: see AEVS (gain, interaction, depth, border, device, ...)."""
+    model = load_baseline_model(model_dir, DEFAULT_MODELS, "aevs", TRAIN_HINT, device=kwargs.get("device", "cpu"))
+    return AEVS(model, **kwargs)
