@@ -117,6 +117,12 @@ class DVS(ControlLaw):
     def _LTe(self, gx: np.ndarray, gy: np.ndarray, e: np.ndarray) -> np.ndarray:
         return ((gx * e) @ self._A + (gy * e) @ self._B).astype(float)
 
+    def interaction_matrix(self, image: np.ndarray) -> np.ndarray:
+        """L_I of one image (H, W): (N, 6), one row per interior pixel (row-major). For inspection
+        and tests; the control law never forms it."""
+        gx, gy = self._norm_gradients(np.asarray(image)[None])
+        return gx[0, :, None] * self._A + gy[0, :, None] * self._B
+
     def mu_at(self, k: np.ndarray) -> np.ndarray:
         """μ after k iterations (authors' schedule)."""
         k = np.asarray(k, dtype=float)

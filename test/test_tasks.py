@@ -1,0 +1,64 @@
+"""The seeded look-at/look-from task sampler (paper IV-A)."""
+import numpy as np
+
+from latent_vs import tasks as T
+from latent_vs.geometry import error_metrics
+from latent_vs.scene import goal_pose
+
+
+def test_tasks_are_reproducible_for_a_seed():
+    a, b, c = T.sample_tasks(40, seed=3), T.sample_tasks(40, seed=3), T.sample_tasks(40, seed=4)
+    assert a.shape == (40, 4, 4)
+    assert np.array_equal(a, b)
+    assert not np.allclose(a, c)
+    # a prefix of a longer run is the same tasks
+    assert np.array_equal(T.sample_tasks(10, seed=3), a[:10])
+
+
+def test_initial_error_statistics_are_near_the_papers():
+    s = T.initial_error_stats(T.sample_tasks(500, seed=0))
+    # paper: 47 ± 16 cm, 74 ± 28°
+    assert 41 < s["t_mean_cm"] < 53 and 11 < s["t_std_cm"] < 21
+    assert 66 < s["r_mean_deg"] < 82 and 21 < s["r_std_deg"] < 35
+
+
+def test_tasks_follow_the_box_look_at_and_roll_ranges():
+    tasks = T.sample_tasks(300, seed=1)
+    goal = goal_pose()
+    off = tasks[:, :3, 3] - goal[:3, 3]
+    assert np.all(np.abs(off) <= np.array([0.6, 0.6, 0.15]) + 1e-12)
+    # the optical axis meets the poster plane 8-32 cm from its centre
+    z = tasks[:, :3, 2]
+    lam = -tasks[:, 2, 3] / z[:, 2]
+    hit = tasks[:, :3, 3] + lam[:, None] * z
+    r = np.linalg.norm(hit[:, :2], axis=1)
+    assert np.all(lam > 0) and np.all((r > 0.08 - 1e-9) & (r < 0.32 + 1e-9))
+    assert np.allclose(tasks[:, :3, :3] @ np.swapaxes(tasks[:, :3, :3], 1, 2), np.eye(3), atol=1e-12)
+    # roll spread: the rotation errors reach beyond 120°
+    _, rerr = error_metrics(goal, tasks)
+    assert np.degrees(rerr).max() > 120
+
+
+def test_look_at_points_the_optical_axis_at_the_target():
+    pos, target = np.array([0.3, -0.2, -0.7]), np.array([0.05, 0.1, 0.0])
+    for roll in (0.0, 1.0, -2.0):
+        Tc = T.look_at(pos, target, roll)
+        p_cam = np.linalg.inv(Tc) @ np.append(target, 1.0)
+        assert np.allclose(p_cam[:2], 0, atol=1e-12) and p_cam[2] > 0
+    # looking straight along the scene's y axis still gives a rotation
+    Tc = T.look_at(np.array([0, -1.0, 0]), np.zeros(3))
+    assert np.isclose(np.linalg.det(Tc[:3, :3]), 1.0)
+
+
+def test_training_poses_are_seeded_and_include_near_goal_poses():
+    a, b = T.sample_training_poses(200, seed=5), T.sample_training_poses(200, seed=5)
+    assert a.shape == (200, 4, 4) and np.array_equal(a, b)
+    t, r = error_metrics(goal_pose(), a)
+    near = (t < 0.05 * np.sqrt(3) + 1e-9) & (np.degrees(r) <= 10 + 1e-6)
+    assert near.mean() > 0.15
+
+
+def test_tasks_command_prints_the_statistics(capsys):
+    assert T.main(["--tasks", "50", "--seed", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "50 tasks (seed 2)" in out and "paper: 47 ± 16 cm, 74 ± 28°" in out
