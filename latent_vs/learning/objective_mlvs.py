@@ -1,0 +1,171 @@
+"""The MLVS objective (paper III-B, III-C): ψ and φ trained jointly on eq. 12, after a first
+stage that trains φ alone (eq. 9 on random-pose batches; phi_train.train_phi).
+
+Stage 1 matters most: φ's global geometry (no fold where a far pose embeds near z*) decides
+whether the control law converges (design page, prototype facts). Stage 2 then fits ψ to φ
+(eq. 10) with perturbation invariance (eq. 11), φ's learning rate being `train.phi_lr`
+(0 keeps φ frozen).
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+
+from .config import TrainConfig
+from .losses import pairwise_latent_distance, se3_pair_distance, total_loss
+from .nets import ImageEncoder, PoseNet, count_parameters
+
+
+def fallback_train_phi(phi, steps: int, batch_size: int, lr: float, w_t: float, w_r: float, poses_r: np.ndarray,
+                       device="cpu", seed: int = 0, log=None, deadline: float | None = None) -> dict:
+    """Eq. 9 on batches of random poses (far-field pairs), Adam with cosine decay — used when
+    phi_train (the tuned recipe) cannot be imported."""
+    gen = torch.Generator().manual_seed(seed)
+    pool = torch.as_tensor(poses_r, dtype=torch.float32, device=device)
+    opt = torch.optim.Adam(phi.parameters(), lr=lr)
+    zero = torch.zeros(1, 6, device=device)
+    run, t0, step = 0.0, time.time(), 0
+    for step in range(1, steps + 1):
+        for g in opt.param_groups:
+            g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+        idx = torch.randint(len(pool), (batch_size,), generator=gen).to(device)
+        r = torch.cat([zero, pool[idx]])
+        d = se3_pair_distance(r, r, w_t, w_r)
+        z = phi(r)
+        loss = ((d - pairwise_latent_distance(z, z)) ** 2).mean()  # eq. 9
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        run = loss.item() if step == 1 else 0.98 * run + 0.02 * loss.item()
+        if log and step % 1000 == 0:
+            log(step, {"loss_phi": run})
+        if deadline is not None and time.time() > deadline:
+            break
+    return {"steps": step, "seconds": time.time() - t0, "final_loss": run, "recipe": "fallback"}
+
+
+class MLVSObjective:
+    kind = "mlvs"
+
+    def __init__(self, cfg: TrainConfig, ctx):
+        self.cfg, self.ctx = cfg, ctx
+        dev = ctx.device
+        self.psi = ImageEncoder(cfg.psi.depth, cfg.psi.width, cfg.image_size, cfg.latent_dim).to(dev)
+        # φ's fixed input scaling: translations in units of w_t, rotations in units of w_θu
+        scale = (1 / ctx.w_t,) * 3 + (1 / ctx.w_r,) * 3
+        self.phi = PoseNet(tuple(cfg.phi.hidden), cfg.latent_dim, cfg.phi.activation, input_scale=scale).to(dev)
+        if ctx.channels_last:
+            self.psi = self.psi.to(memory_format=torch.channels_last)
+        self.psi_fwd = self.psi
+        if cfg.compile and dev.type == "cuda":
+            try:
+                self.psi_fwd = torch.compile(self.psi)
+            except Exception as e:  # compile is an optimisation only
+                ctx.log(f"[warn] torch.compile failed, running eager: {e}")
+        self.phi_lr = cfg.train.lr if cfg.train.phi_lr is None else cfg.train.phi_lr
+        self.weights = tuple(cfg.train.loss_weights)
+        ctx.log(f"[model] ψ ResNet-{cfg.psi.depth} width {cfg.psi.width} at {cfg.image_size} px: "
+                f"{count_parameters(self.psi) / 1e6:.2f} M parameters; φ {[6, *cfg.phi.hidden, cfg.latent_dim]} "
+                f"{cfg.phi.activation}")
+
+    def modules(self) -> dict:
+        return {"psi": self.psi, "phi": self.phi}
+
+    def param_groups(self) -> list[dict]:
+        groups = [{"params": list(self.psi.parameters()), "lr": self.cfg.train.lr, "name": "psi"}]
+        if self.phi_lr > 0:
+            groups.append({"params": list(self.phi.parameters()), "lr": self.phi_lr, "name": "phi"})
+        return groups
+
+    # ------------------------------------------------------------------ stage 1
+    def pretrain(self, ctx) -> dict:
+        t = self.cfg.train
+        if t.phi_pretrain_steps <= 0:
+            return {"steps": 0}
+        ctx.log(f"[stage 1] φ alone: {t.phi_pretrain_steps} steps of {t.phi_pretrain_batch} random poses, "
+                f"Adam {t.phi_pretrain_lr:g} cosine")
+
+        def log(step, logs):
+            ctx.log(f"[stage 1] step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in logs.items()))
+
+        try:
+            from .phi_train import train_phi
+        except Exception as e:  # not there, or its imports fail on this machine
+            ctx.log(f"[stage 1] phi_train not usable ({type(e).__name__}: {e}); using the fallback recipe")
+            train_phi = None
+        self.phi.train()
+        if train_phi is not None:
+            import inspect
+            kw = dict(steps=t.phi_pretrain_steps, batch_size=t.phi_pretrain_batch, lr=t.phi_pretrain_lr,
+                      w_t=ctx.w_t, w_r=ctx.w_r, device=str(ctx.device), seed=ctx.seed, log=log)
+            params = inspect.signature(train_phi).parameters
+            if "scene" in params:
+                kw["scene"] = ctx.scene_config
+            kw.update({k: v for k, v in self.cfg.objective.get("phi_train", {}).items() if k in params})
+            out = train_phi(self.phi, **kw)
+            out["recipe"] = "phi_train.train_phi"
+        else:
+            out = fallback_train_phi(self.phi, t.phi_pretrain_steps, t.phi_pretrain_batch, t.phi_pretrain_lr,
+                                     ctx.w_t, ctx.w_r, ctx.poses.r, ctx.device, ctx.seed, log, ctx.deadline)
+        self.phi.to(ctx.device).train()
+        if self.phi_lr == 0:
+            for p in self.phi.parameters():
+                p.requires_grad_(False)
+        return {k: v for k, v in out.items() if isinstance(v, (int, float, str))}
+
+    # ------------------------------------------------------------------ stage 2
+    def loss(self, batch):
+        x = batch.flat_images()
+        if self.ctx.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        z_I = self.psi_fwd(x).float()
+        z_r = self.phi(batch.r).float()
+        with torch.no_grad():
+            d = se3_pair_distance(batch.r, batch.r, self.ctx.w_t, self.ctx.w_r)  # eq. 8
+        return total_loss(z_r, d, z_I, weights=self.weights, reduction=self.cfg.train.perturbation_reduction)
+
+    # ------------------------------------------------------------------ diagnostics
+    def _encode(self, x: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+        return torch.cat([self.psi(x[i:i + chunk]).float() for i in range(0, len(x), chunk)])
+
+    def diagnostics(self, held: dict) -> dict:
+        """Held-out: mean ‖ψ(I) − φ(r)‖ (clean, perturbed, near the goal), the correlation of
+        latent distances with d_SE(3) (images and poses), φ's distance error to the goal."""
+        r = held["r"]
+        z_r = self.phi(r).float()
+        z_c = self._encode(held["clean"])
+        z_p = self._encode(held["perturbed"])
+        fit_c = (z_c - z_r).norm(dim=1)
+        fit_p = (z_p - z_r).norm(dim=1)
+        d = se3_pair_distance(r, r, self.ctx.w_t, self.ctx.w_r).float()
+        iu = torch.triu_indices(len(r), len(r), 1, device=r.device)
+        dd = d[iu[0], iu[1]]
+
+        def corr(z):
+            dz = pairwise_latent_distance(z, z)[iu[0], iu[1]]
+            return float(torch.corrcoef(torch.stack([dd, dz]))[0, 1])
+
+        near = torch.as_tensor(held["heldout"].near_goal, device=r.device) if "heldout" in held else None
+        z0 = self.phi(torch.zeros(1, 6, device=r.device)).float()
+        d0 = se3_pair_distance(torch.zeros(1, 6, device=r.device, dtype=r.dtype), r, self.ctx.w_t, self.ctx.w_r)[0].float()
+        out = {"score": float(fit_c.mean()),
+               "fit_clean": float(fit_c.mean()), "fit_perturbed": float(fit_p.mean()),
+               "fit_near_goal": float(fit_c[near].mean()) if near is not None and near.any() else float("nan"),
+               "corr_image": corr(z_c), "corr_pose": corr(z_r),
+               "phi_goal_abs_err": float(((z_r - z0).norm(dim=1) - d0).abs().mean()),
+               "phi_pair_abs_err": float((pairwise_latent_distance(z_r, z_r)[iu[0], iu[1]] - dd).abs().mean())}
+        return out
+
+    # ------------------------------------------------------------------ export
+    def export(self, out_dir: str, meta: dict) -> None:
+        from .export import export_model
+        cfg = self.cfg
+        meta = dict(meta)
+        meta["psi"] = {"arch": "resnet-weightnorm-groupconv", "depth": cfg.psi.depth, "width": cfg.psi.width,
+                       "in_size": cfg.image_size, "parameters": count_parameters(self.psi)}
+        meta["phi"] = {"arch": "mlp", "hidden": list(cfg.phi.hidden), "activation": cfg.phi.activation,
+                       "input_scale": self.phi.input_scale.tolist(), "input": "r = pose_difference(goal, oT_c) = (t, θu)"}
+        export_model(out_dir, self.psi, self.phi, meta)
