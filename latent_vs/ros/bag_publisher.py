@@ -115,9 +115,10 @@ def main_publish(args) -> int:
             raise UserError(f"--remap expects FROM:=TO, got '{r}'")
         a, b = r.split(":=", 1)
         remap[a] = b
+    from rclpy.signals import SignalHandlerOptions
     with bags.Bag(args.bag) as bag:
         bag.require_messages()
-        rclpy.init()
+        rclpy.init(signal_handler_options=SignalHandlerOptions.NO)   # Ctrl-C: KeyboardInterrupt
         node = None
         try:
             node = BagPublisher(bag, args.topics, remap, args.rate, restamp=not args.keep_stamps)
@@ -136,6 +137,5 @@ def main_publish(args) -> int:
         finally:
             if node is not None:
                 node.destroy_node()
-            if rclpy.ok():
-                rclpy.shutdown()
+            rclpy.try_shutdown()
     return 0

@@ -132,11 +132,11 @@ def _make_bag_recorder_class():
         """An rclpy node that writes the given topics to a bag with rosbags.
 
         `topics`: names (relative names resolve in the node's namespace) or {name: msgtype}.
-        A topic's type comes from the mapping, else from latent_vs's defaults (image,
-        camera_pose, ...), else from the ROS graph once a publisher appears. Each topic is
-        subscribed with the reliability its publishers offer (reliable when they all are,
-        else best-effort), raw: the CDR bytes go to the bag unchanged, logged at the node's
-        clock. close() finishes the bag (also on Ctrl-C in main)."""
+        Each topic is subscribed once a publisher of it appears (checked every 0.25 s), with
+        the reliability its publishers offer (reliable when they all are, else best-effort);
+        its type comes from the mapping, else latent_vs's defaults (image, camera_pose, ...),
+        else the ROS graph. Messages are taken raw: the CDR bytes go to the bag unchanged,
+        logged at the node's clock. close() finishes the bag (main calls it on Ctrl-C)."""
 
         def __init__(self, node_name: str = "bag_recorder", path: str = "run", topics=None,
                      storage: str = "mcap", custom_data: dict | None = None, **node_kwargs):
@@ -161,13 +161,15 @@ def _make_bag_recorder_class():
                 return
             graph = dict(self.get_topic_names_and_types())
             for name, msgtype in list(self._pending.items()):
+                pubs = self.get_publishers_info_by_topic(name)
+                if not pubs:      # wait for a publisher: its QoS (and maybe its type) decide ours
+                    continue
                 if msgtype is None:
                     types = graph.get(name)
                     if not types:
                         continue
                     msgtype = types[0]
-                pubs = self.get_publishers_info_by_topic(name)
-                reliable = bool(pubs) and all(p.qos_profile.reliability == ReliabilityPolicy.RELIABLE for p in pubs)
+                reliable = all(p.qos_profile.reliability == ReliabilityPolicy.RELIABLE for p in pubs)
                 qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
                                  reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT)
                 self._subs[name] = self.create_subscription(
@@ -215,20 +217,24 @@ def __getattr__(name):
 
 
 def record_live(path: str, topics, storage: str, duration: float | None, max_messages: int | None) -> dict:
+    """Record until Ctrl-C / SIGTERM (or --duration / --max-messages). The signals only set a
+    flag checked between messages, so a message is never half-written, and the bag is closed
+    (valid) whatever ends the recording short of SIGKILL."""
     import rclpy
     from rclpy.executors import ExternalShutdownException
+    from rclpy.signals import SignalHandlerOptions
     BagRecorder = __getattr__("BagRecorder")
-    rclpy.init()
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     rec = None
     stop = {"sig": None}
 
-    def on_term(signum, frame):
+    def on_signal(signum, frame):
         stop["sig"] = signum
-    old = signal.signal(signal.SIGTERM, on_term)
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         rec = BagRecorder("bag_recorder", path, topics, storage)
         print(f"recording {', '.join(list(rec._subs) + list(rec._pending))} to {rec.path} "
-              f"({storage}); Ctrl-C to stop", file=sys.stderr)
+              f"({storage}); Ctrl-C to stop", file=sys.stderr, flush=True)
         t_end = None if duration is None else time.monotonic() + duration
         while rclpy.ok() and stop["sig"] is None:
             rclpy.spin_once(rec, timeout_sec=0.1)
@@ -236,16 +242,23 @@ def record_live(path: str, topics, storage: str, duration: float | None, max_mes
                 break
             if max_messages is not None and sum(rec.counts.values()) >= max_messages:
                 break
-    except (KeyboardInterrupt, ExternalShutdownException):
+        if rec is not None and rclpy.ok():   # drain what DDS already delivered (bounded)
+            quiet_since, t_drain = time.monotonic(), time.monotonic() + 1.0
+            n = sum(rec.counts.values())
+            while time.monotonic() < t_drain and time.monotonic() - quiet_since < 0.2:
+                rclpy.spin_once(rec, timeout_sec=0.02)
+                if sum(rec.counts.values()) != n:
+                    n, quiet_since = sum(rec.counts.values()), time.monotonic()
+    except ExternalShutdownException:
         pass
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for s, h in old.items():
+            signal.signal(s, h)
         out = {}
         if rec is not None:
             out = {"path": str(rec.close()), "counts": dict(rec.counts), "pending": list(rec._pending)}
             rec.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+        rclpy.try_shutdown()
     return out
 
 
