@@ -73,6 +73,19 @@ class LatentLaw(MeasurementLaw):
     def problem(self, y):
         return input_problem(y, None if self.latent_dim is None else (self.latent_dim,))
 
+    def warm_up(self, calls: int = 3) -> None:
+        """Run the law a few times on φ's own latents, so that TorchScript's and functorch's
+        first-call costs (seconds) are paid before the first camera image."""
+        model = getattr(self.law, "model", None)
+        if model is None:
+            return
+        saved = getattr(self.law, "z_goal", None)
+        z = model.embed_poses(np.array([[0.0] * 6, [0.02, -0.01, 0.03, 0.05, 0.0, 0.1]]))
+        self.law.set_goal_latent(z[:1])
+        for _ in range(calls):
+            self.law.step_latent(z[1])
+        self.law.z_goal = saved
+
     def set_goal(self, z_goal):
         z_goal = np.asarray(z_goal, dtype=np.float32).reshape(-1)
         why = self.problem(z_goal)

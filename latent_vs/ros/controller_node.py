@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its thread pool
+# before numpy/torch start their thread pools (2 busy threads collapse on a loaded 2-core PC)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import sys  # noqa: E402
 
@@ -107,6 +109,8 @@ class ControllerNode(Node):
                                    input_timeout=p["input_timeout"], converged_error=p["converged_error"],
                                    hand_eye=geometry.rpy_to_matrix(*p["hand_eye"]), enabled=p["autostart"])
         self.law = self.ctl.law
+        if hasattr(self.law, "warm_up"):
+            self.law.warm_up()
         self.law.gain = p["gain"]
         self._apply_k(p["k_neighbors"])
         self.command_frame = p["command_frame"]

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its thread pool
+# before numpy/torch start their thread pools (2 busy threads collapse on a loaded 2-core PC)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import sys  # noqa: E402
 
@@ -55,6 +57,11 @@ class EncoderNode(Node):
             model_dir = self.get_parameter("model_dir").value or paths.model_dir("default")
             model = load_model(model_dir, device=device)
         self.model = model
+        # TorchScript optimises on its first calls (seconds on a busy CPU): do it before the
+        # first camera image, not on it
+        blank = np.zeros((1, model.camera.height, model.camera.width), np.uint8)
+        for _ in range(3):
+            model.encode(blank)
         self.encoded = 0
         self.bad_images = 0
         self.pub = self.create_publisher(Float32MultiArray, "latent", STREAM_PUB_QOS)

@@ -37,11 +37,12 @@ class Probe(Node):
         self.twist_msgs: list = []
         self.states: list[str] = []
         self.errors: list[float] = []
+        self.error_times: list[float] = []         # monotonic receive times [s]
         self.pose: np.ndarray | None = None
         self.poses: list[np.ndarray] = []
         self.create_subscription(TwistStamped if stamped else Twist, "cmd_twist", self._on_twist, COMMAND_QOS)
         self.create_subscription(String, f"{controller}/state", lambda m: self.states.append(m.data), STATE_QOS)
-        self.create_subscription(Float32, f"{controller}/error_norm", lambda m: self.errors.append(m.data), 10)
+        self.create_subscription(Float32, f"{controller}/error_norm", self._on_error, 10)
         if watch_pose:
             self.create_subscription(PoseStamped, "camera_pose", self._on_pose, LATEST_QOS)
         self.enable_client = self.create_client(SetBool, f"{controller}/enable")
@@ -51,6 +52,10 @@ class Probe(Node):
         self.twists.append(msg_to_twist(msg))
         self.twist_times.append(time.monotonic())
         self.twist_msgs.append(msg)
+
+    def _on_error(self, msg: Float32) -> None:
+        self.error_times.append(time.monotonic())
+        self.errors.append(msg.data)
 
     def _on_pose(self, msg: PoseStamped) -> None:
         self.pose = msg_to_pose(msg)
