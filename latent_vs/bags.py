@@ -378,13 +378,15 @@ class Bag:
             raise BagError(f"bag {self.path} is empty (no messages)")
 
     def find_topic(self, msgtypes: Iterable[str], what: str, name: str | None = None,
-                   option: str = "", prefer: str | None = None, required: bool = True) -> str | None:
+                   option: str = "", prefer: str | None = None, required: bool = True,
+                   exclude=()) -> str | None:
         """The topic of one of `msgtypes`: `name` if given (it must exist with such a type),
-        else `prefer` if present, else the only one (several: the one with most messages).
+        else `prefer` if present, else the only one not in `exclude` (several: the one with
+        most messages).
         Raises a BagError that lists the candidates when none fits (or returns None when
         not `required`)."""
         msgtypes = tuple(msgtypes)
-        cands = [t for t in self.topics.values() if t.msgtype in msgtypes]
+        cands = [t for t in self.topics.values() if t.msgtype in msgtypes and t.name not in exclude]
         hint = f" (choose one with {option})" if option else ""
         if name is not None:
             if name not in self.topics:

@@ -164,22 +164,25 @@ class _Images:
         return img, (st if st > 0 else m.t_ns)
 
 
-def _stamped_table(bag: bags.Bag, topic: str | None, convert) -> tuple[dict, np.ndarray, list]:
-    """All messages of a small topic: {header stamp: value}, log times, values (log order)."""
-    by_stamp, log_t, values = {}, [], []
+def _stamped_table(bag: bags.Bag, topic: str | None, convert) -> tuple[dict, np.ndarray, list, list]:
+    """All messages of a small topic: {header stamp: value}, log times, values and header
+    stamps (None when unstamped), in log order."""
+    by_stamp, log_t, values, stamps = {}, [], [], []
     if topic is None:
-        return by_stamp, np.zeros(0, np.int64), values
+        return by_stamp, np.zeros(0, np.int64), values, stamps
     for m in bag.messages([topic]):
         msg = bag.decode(m)
         try:
             v = convert(msg)
         except (ValueError, AttributeError) as e:
             raise UserError(f"bad {m.msgtype} on {topic} in bag {bag.path}: {e}") from None
-        if hasattr(msg, "header"):
-            by_stamp[bags.stamp_ns(msg)] = v
+        st = bags.stamp_ns(msg) if hasattr(msg, "header") else None
+        if st is not None:
+            by_stamp[st] = v
         log_t.append(m.t_ns)
         values.append(v)
-    return by_stamp, np.asarray(log_t, np.int64), values
+        stamps.append(st)
+    return by_stamp, np.asarray(log_t, np.int64), values, stamps
 
 
 def _nearest(log_t: np.ndarray, values: list, t: int, tol_ns: int):
@@ -200,7 +203,10 @@ def replay_offline(bag_path: str, settings: ServoSettings | None = None, goal: s
     t_start = time.perf_counter()
     with bags.Bag(bag_path) as bag:
         bag.require_messages()
-        img_topic = bag.find_topic(bags.IMAGE_TYPES, "image", image_topic, "--image-topic", prefer="/image")
+        goal_topics = [t.name for t in bag.topics.values()
+                       if t.name.rstrip("/").endswith("goal_image") and t.msgtype in bags.IMAGE_TYPES and t.count]
+        img_topic = bag.find_topic(bags.IMAGE_TYPES, "image", image_topic, "--image-topic", prefer="/image",
+                                   exclude=goal_topics)
         if bag.topics[img_topic].count == 0:
             raise UserError(f"image topic {img_topic} in bag {bag.path} has no messages")
         pose_t = bag.find_topic((bags.POSE,), "camera pose", pose_topic, "--pose-topic",
@@ -218,8 +224,8 @@ def replay_offline(bag_path: str, settings: ServoSettings | None = None, goal: s
         images = _Images(bag, img_topic, encoding)
 
         # small topics first: true poses and recorded twists, matched to images by header stamp
-        pose_by_stamp, pose_log, pose_vals = _stamped_table(bag, pose_t, bags.pose_from_msg)
-        tw_by_stamp, tw_log, tw_vals = _stamped_table(bag, twist_t, bags.twist_from_msg)
+        pose_by_stamp, pose_log, pose_vals, pose_stamps = _stamped_table(bag, pose_t, bags.pose_from_msg)
+        _, tw_log, tw_vals, tw_stamps = _stamped_table(bag, twist_t, bags.twist_from_msg)
         latent_t = bag.find_topic((bags.LATENT,), "latent", None, prefer="/latent", required=False)
         latents = {}   # image stamp -> (log time, recorded z)
         if latent_t is not None:
@@ -244,11 +250,10 @@ def replay_offline(bag_path: str, settings: ServoSettings | None = None, goal: s
                     if best is None or abs(m.t_ns - target) < abs(best.t_ns - target):
                         best = m
                 gm, goal_src = best, f"{img_topic} at {(best.t_ns - bag.start_ns) / 1e9:.3f} s"
-            elif "/goal_image" in bag.topics and bag.topics["/goal_image"].msgtype in bags.IMAGE_TYPES \
-                    and bag.topics["/goal_image"].count > 0:
-                for m in bag.messages(["/goal_image"]):
+            elif goal_topics:
+                for m in bag.messages(goal_topics[:1]):
                     gm = m
-                goal_src = "/goal_image in the bag"
+                goal_src = f"{goal_topics[0]} in the bag"
             else:
                 for m in bag.messages([img_topic]):
                     gm = m
@@ -321,11 +326,17 @@ def replay_offline(bag_path: str, settings: ServoSettings | None = None, goal: s
         if bar is not None:
             bar.close()
 
-    _attach_recorded(rows, z_replayed, latents, tw_by_stamp, tw_log, tw_vals)
+    if pipe.kind == "latent":
+        input_log = {st: v[0] for st, v in latents.items()}
+    elif pipe.kind == "pose":
+        input_log = {st: int(t) for st, t in zip(pose_stamps, pose_log) if st is not None}
+    else:
+        input_log = {}
+    tw_stats = _attach_recorded(rows, z_replayed, latents, input_log, tw_log, tw_vals, tw_stamps)
     wall = time.perf_counter() - t_start
     n = len(rows)
     res = ReplayResult(rows=rows, has_pose=any(r["t_err_m"] == r["t_err_m"] for r in rows),
-                       has_recorded=any(r["rec_vx"] == r["rec_vx"] for r in rows))
+                       has_recorded=bool(tw_vals))
     s = {"bag": str(Path(bag_path).absolute()), "images": n, "image_topic": img_topic,
          "pose_topic": pose_t, "twist_topic": twist_t, "goal": goal_src,
          "settings": settings.__dict__, "error_units": pipe.law.error_units, "settings_from_bag": recorded is not None and settings == recorded,
@@ -351,11 +362,8 @@ def replay_offline(bag_path: str, settings: ServoSettings | None = None, goal: s
             "fraction_within_90deg": float(np.mean(ang < 90)) if ang.size else None,
             "t_err_m_first": rows[0]["t_err_m"], "t_err_m_last": rows[-1]["t_err_m"],
             "r_err_deg_first": rows[0]["r_err_deg"], "r_err_deg_last": rows[-1]["r_err_deg"]}
-    if res.has_recorded:
-        d = np.array([r["rec_diff"] for r in rows], float)
-        d = d[np.isfinite(d)]
-        s["recorded_twists"] = {"compared": int(d.size), "max_abs_diff": float(d.max()) if d.size else None,
-                                "median_abs_diff": float(np.median(d)) if d.size else None}
+    if tw_vals:
+        s["recorded_twists"] = tw_stats
     dz = np.array([r["rec_latent_diff"] for r in rows], float)
     dz = dz[np.isfinite(dz)]
     if dz.size:
@@ -372,32 +380,62 @@ def _torch_threads():
         return None
 
 
-def _attach_recorded(rows: list[dict], z_replayed: list, latents: dict, tw_by_stamp: dict,
-                     tw_log: np.ndarray, tw_vals: list) -> None:
-    """Pair each image with the twist the recorded run published in answer to it, and with
-    the recorded latent. A twist whose header stamp is the image's belongs to it; else (the
-    controller node stamps twists when it publishes them) the first twist logged after the
-    image's latent (or the image itself, in a bag without latents) and before the next one's."""
-    anchors = np.array([latents[r["stamp_ns"]][0] if r["stamp_ns"] in latents else r["log_ns"] for r in rows],
-                       np.int64)
-    taken = set()
+MATCH_WINDOW = 5   # a recorded twist answers one of the last MATCH_WINDOW inputs logged before it
+
+
+def _attach_recorded(rows: list[dict], z_replayed: list, latents: dict, input_log: dict, tw_log: np.ndarray,
+                     tw_vals: list, tw_stamps: list) -> dict:
+    """Pair the recorded twists with the images they answered, and the recorded latents
+    with their images (exact, by the image stamp in the latent's label).
+
+    A twist whose header stamp is an image's belongs to it. The controller node stamps its
+    twists when it publishes them, so otherwise a twist belongs to one of the last
+    MATCH_WINDOW images whose controller input (latent for MLVS, camera pose for PBVS, image
+    for DVS) was logged before it: the newest, unless an older one's replayed twist equals
+    it (the controller lagged a frame behind). A faithful replay gives a
+    difference of ~0 for every recorded twist; one that is not shows the difference. Zero
+    twists with no zero replayed twist near them are the controller's stop commands (shut
+    down, disabled) and are counted apart. Returns the comparison statistics."""
+    anchors = np.array([input_log.get(r["stamp_ns"], r["log_ns"]) for r in rows], np.int64)
+    order = np.argsort(anchors, kind="stable")
+    cmd = np.array([[r[f"cmd_{c}"] for c in TWIST_COLS] for r in rows], float).reshape(-1, 6)
+    row_of_stamp = {r["stamp_ns"]: i for i, r in enumerate(rows)}
+    best: dict[int, tuple[float, np.ndarray]] = {}
+    diffs, stops, unmatched = [], 0, 0
+    for t_log, v, st in zip(tw_log, tw_vals, tw_stamps):
+        v = np.asarray(v, float)
+        i = row_of_stamp.get(st)
+        if i is None:
+            k = int(np.searchsorted(anchors[order], t_log, side="right"))
+            cands = [int(j) for j in order[max(0, k - MATCH_WINDOW):k] if rows[int(j)]["published"]]
+            if not cands:
+                unmatched += 1
+                continue
+            i = cands[-1]                       # the newest input before the twist, unless
+            tol = 1e-9 + 1e-6 * float(np.max(np.abs(v)))   # an older one gave exactly this twist (lag)
+            if float(np.max(np.abs(cmd[i] - v))) > tol:
+                exact = [j for j in cands if float(np.max(np.abs(cmd[j] - v))) <= tol]
+                i = exact[-1] if exact else i
+        d = float(np.max(np.abs(cmd[i] - v))) if rows[i]["published"] else float("inf")
+        if not np.any(v) and d > 0:
+            stops += 1
+            continue
+        diffs.append(d)
+        if i not in best or d < best[i][0]:
+            best[i] = (d, v)
     for i, r in enumerate(rows):
-        rec = tw_by_stamp.get(r["stamp_ns"])
-        if rec is None and len(tw_log):
-            j = int(np.searchsorted(tw_log, anchors[i], side="left"))
-            nxt = anchors[i + 1] if i + 1 < len(rows) else np.iinfo(np.int64).max
-            if j < len(tw_log) and tw_log[j] < nxt and j not in taken:
-                rec = tw_vals[j]
-                taken.add(j)
-        rv = _NAN6 if rec is None else [float(x) for x in rec]
-        r.update({f"rec_{c}": v for c, v in zip(TWIST_COLS, rv)})
-        tw = np.array([r[f"cmd_{c}"] for c in TWIST_COLS])
-        r["rec_diff"] = float(np.max(np.abs(tw - np.array(rv)))) if (r["published"] and rec is not None) \
-            else float("nan")
-        z = z_replayed[i]
-        zr = latents.get(r["stamp_ns"])
+        d, v = best.get(i, (float("nan"), None))
+        r.update({f"rec_{c}": (float(x) if v is not None else float("nan")) for c, x in
+                  zip(TWIST_COLS, v if v is not None else _NAN6)})
+        r["rec_diff"] = d
+        z, zr = z_replayed[i], latents.get(r["stamp_ns"])
         r["rec_latent_diff"] = float(np.linalg.norm(z - zr[1])) if (z is not None and zr is not None
                                                                     and zr[1].shape == z.shape) else float("nan")
+    d = np.array(diffs, float)
+    return {"recorded": len(tw_vals), "compared": int(d.size), "stop_twists": stops, "unmatched": unmatched,
+            "max_abs_diff": float(d.max()) if d.size else None,
+            "median_abs_diff": float(np.median(d)) if d.size else None,
+            "match": "header stamp, else nearest of the last %d inputs logged before the twist" % MATCH_WINDOW}
 
 
 _NAN6 = [float("nan")] * 6

@@ -106,6 +106,21 @@ def record_simulation(path: str, settings: ServoSettings, storage: str = "mcap",
     return summary
 
 
+def run_metadata(method: str, model_dir: str | None = None, goal_pose: np.ndarray | None = None,
+                 **controller) -> dict:
+    """custom_data for a BagRecorder of a run: the controller settings (gain, k_neighbors,
+    max_linear_speed, max_angular_speed, converged_error, input_timeout) and the goal pose,
+    so that `latent-vs replay` reruns the controller as it was and reproduces its twists.
+
+        BagRecorder("demo_recorder", path, custom_data=run_metadata("mlvs", model_dir, **settings))"""
+    fields = ServoSettings.__dataclass_fields__
+    s = ServoSettings(method=method, model_dir=model_dir, **{k: v for k, v in controller.items() if k in fields})
+    out = {RUN_KEY: s.to_json()}
+    if goal_pose is not None:
+        out["latent_vs.goal_pose"] = json.dumps(np.round(np.asarray(goal_pose, float), 12).tolist())
+    return out
+
+
 # ---------------------------------------------------------------- live recording over ROS 2
 
 def _import_rclpy():
@@ -126,14 +141,15 @@ def _msg_class(msgtype: str):
 
 def _make_bag_recorder_class():
     Node = _import_rclpy()
-    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
     class BagRecorder(Node):
         """An rclpy node that writes the given topics to a bag with rosbags.
 
         `topics`: names (relative names resolve in the node's namespace) or {name: msgtype}.
         Each topic is subscribed once a publisher of it appears (checked every 0.25 s), with
-        the reliability its publishers offer (reliable when they all are, else best-effort);
+        the reliability its publishers offer (reliable when they all are, else best-effort;
+        transient-local when they all are, so latched messages such as ~/state arrive);
         its type comes from the mapping, else latent_vs's defaults (image, camera_pose, ...),
         else the ROS graph. Messages are taken raw: the CDR bytes go to the bag unchanged,
         logged at the node's clock. close() finishes the bag (main calls it on Ctrl-C)."""
@@ -170,8 +186,10 @@ def _make_bag_recorder_class():
                         continue
                     msgtype = types[0]
                 reliable = all(p.qos_profile.reliability == ReliabilityPolicy.RELIABLE for p in pubs)
+                latched = all(p.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL for p in pubs)
                 qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
-                                 reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT)
+                                 reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
+                                 durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
                 self._subs[name] = self.create_subscription(
                     _msg_class(msgtype), name, self._callback(name, msgtype), qos, raw=True)
                 self.counts[name] = 0
