@@ -260,3 +260,21 @@ def test_latent_label_matches_the_encoder_nodes(ctx):
     assert bags.latent_stamp_ns(back) == 12 * 10**9 + 3400
     ours = bags.latent_msg(np.arange(4, dtype=np.float32), 12 * 10**9 + 3400, "cam")
     assert ours.layout.dim[0].label == msg.layout.dim[0].label
+
+
+@pytest.mark.slow
+def test_demo_run_recorded_over_ros_replays_offline_to_the_same_twists(tmp_path):
+    """A live run (the demo's nodes over DDS, PBVS on the simulator's pose) recorded with
+    BagRecorder, replayed offline with the run's settings: the same twists."""
+    from latent_vs.replay import replay_offline
+    from latent_vs.ros.demo import DEMO_SETTINGS, run_demo
+    settings = dict(DEMO_SETTINGS["pbvs"])
+    result = run_demo("pbvs", None, seed=0, max_time=20.0, rate=30.0, settings=settings,
+                      record=str(tmp_path / "demo"), progress=False)
+    assert result["converged"]
+    res = replay_offline(str(tmp_path / "demo"), ServoSettings(method="pbvs", **settings), progress=False)
+    tw = res.summary["recorded_twists"]
+    assert tw["recorded"] >= 30 and tw["unmatched"] == 0
+    assert tw["compared"] + tw["stop_twists"] == tw["recorded"]
+    assert tw["max_abs_diff"] < 1e-9
+    assert res.summary["final_state"] == "converged"
