@@ -278,3 +278,35 @@ def test_demo_run_recorded_over_ros_replays_offline_to_the_same_twists(tmp_path)
     assert tw["compared"] + tw["stop_twists"] == tw["recorded"]
     assert tw["max_abs_diff"] < 1e-9
     assert res.summary["final_state"] == "converged"
+
+
+def test_publish_command(ctx, executor, pbvs_bag, capsys):
+    """`latent-vs replay BAG --publish --rate 4 --topics /camera_pose --remap ...`"""
+    import threading
+    from latent_vs.cli import main as cli
+    got = []
+    sub = executor.add(rclpy.create_node("sub4", context=ctx))
+    sub.create_subscription(PoseStamped, "/replayed/pose", got.append, RELIABLE)
+    rc = {}
+    th = threading.Thread(target=lambda: rc.setdefault("rc", cli(
+        ["replay", str(pbvs_bag), "--publish", "--rate", "4", "--topics", "/camera_pose",
+         "--remap", "/camera_pose:=/replayed/pose", "--wait-subscribers", "10"])))
+    th.start()
+    while th.is_alive():
+        executor.spin_once(timeout_sec=0.01)
+    th.join()
+    assert rc["rc"] == 0
+    assert spin_until(executor, lambda: len(got) == 20, timeout=5.0)
+    assert "published 20 messages" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--rate", "0"], "--rate must be a positive number"),
+    (["--topics", "/nope"], "/nope not in bag"),
+    (["--remap", "/image=/x"], "--remap expects FROM:=TO"),
+])
+def test_publish_bad_options(pbvs_bag, capsys, args, message):
+    from latent_vs.cli import main as cli
+    rc = cli(["replay", str(pbvs_bag), "--publish", "--wait-subscribers", "0"] + args)
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and len(err.strip().splitlines()) == 1
