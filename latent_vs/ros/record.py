@@ -18,6 +18,7 @@ import argparse
 import json
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -167,6 +168,7 @@ def _make_bag_recorder_class():
                 full = self.resolve_topic_name(name)
                 self._pending[full] = msgtype or TOPIC_TYPES.get(full)
             self._subs = {}
+            self._lock = threading.Lock()   # a multi-threaded executor may close while a callback writes
             self.counts: dict[str, int] = {}
             self._subscribe_ready()
             self._timer = self.create_timer(0.25, self._subscribe_ready) if self._pending else None
@@ -199,10 +201,11 @@ def _make_bag_recorder_class():
 
         def _callback(self, topic: str, msgtype: str):
             def cb(data: bytes):
-                if self.writer.closed:
-                    return
-                self.writer.write_raw(topic, msgtype, data, self.get_clock().now().nanoseconds)
-                self.counts[topic] += 1
+                with self._lock:
+                    if self.writer.closed:
+                        return
+                    self.writer.write_raw(topic, msgtype, data, self.get_clock().now().nanoseconds)
+                    self.counts[topic] += 1
             return cb
 
         @property
@@ -211,7 +214,8 @@ def _make_bag_recorder_class():
 
         def close(self) -> Path:
             """Stop writing and finish the bag (idempotent)."""
-            return self.writer.close()
+            with self._lock:
+                return self.writer.close()
 
         def destroy_node(self):
             self.close()
