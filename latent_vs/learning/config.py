@@ -275,8 +275,34 @@ def validate(cfg: TrainConfig, where: str = "config") -> TrainConfig:
     return cfg
 
 
+def apply_override(data: dict, dotted: str, value, where: str = "config") -> None:
+    """data["a"]["b"] = value for dotted = "a.b" (sections are created when missing)."""
+    keys = dotted.split(".")
+    d = data
+    for k in keys[:-1]:
+        d = d.setdefault(k, {})
+        if not isinstance(d, dict):
+            raise UserError(f"{where}: cannot set {dotted}: {k} is not a section")
+    d[keys[-1]] = value
+
+
+def parse_set(items: list[str]) -> dict:
+    """["data.anchors=8", "psi.depth=18"] -> {"data.anchors": 8, "psi.depth": 18} (values parsed as YAML)."""
+    out = {}
+    for it in items or []:
+        if "=" not in it:
+            raise UserError(f"--set {it!r}: expected KEY=VALUE (e.g. data.anchors=32)")
+        k, v = it.split("=", 1)
+        try:
+            out[k.strip()] = yaml.safe_load(v)
+        except yaml.YAMLError:
+            out[k.strip()] = v
+    return out
+
+
 def load_config(path: str, overrides: dict | None = None) -> TrainConfig:
-    """Read and validate a YAML config; a relative scene.texture is resolved against the file."""
+    """Read and validate a YAML config; overrides {"a.b": value} replace keys first; a
+    relative scene.texture is resolved against the file."""
     if not os.path.isfile(path):
         raise UserError(f"config file not found: {path}")
     try:
@@ -284,8 +310,10 @@ def load_config(path: str, overrides: dict | None = None) -> TrainConfig:
             data = yaml.safe_load(f) or {}
     except yaml.YAMLError as e:
         raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if overrides:
-        data = {**data, **overrides}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of config keys")
+    for key, value in (overrides or {}).items():
+        apply_override(data, key, value, path)
     cfg = _build(TrainConfig, data, path)
     tex = cfg.scene.texture
     if tex:

@@ -110,12 +110,14 @@ def perturb_torch(img: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Batched twin of `perturb_np` on the images' device: (B, S, S) float grey levels -> same."""
     B, H, W = img.shape
     dev = img.device
+    if gen.device != dev:
+        raise ValueError(f"perturb_torch: generator on {gen.device}, images on {dev}")
 
     def U(lo, hi, *shape):
-        return (torch.rand(*shape, generator=gen) * (hi - lo) + lo).to(dev)
+        return torch.rand(*shape, generator=gen, device=dev) * (hi - lo) + lo
 
     def on(p):
-        return (torch.rand(B, generator=gen) < p).to(dev)
+        return torch.rand(B, generator=gen, device=dev) < p
 
     yy = torch.linspace(-0.5, 0.5, H, device=dev)[None, :, None]
     xx = torch.linspace(-0.5, 0.5, W, device=dev)[None, None, :]
@@ -130,20 +132,20 @@ def perturb_torch(img: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     out = torch.where(on(0.8)[:, None, None], lit, img)
     # random erasing: 1..3 rectangles of 8-30 % of each side, flat grey or uniform noise
     erase = on(0.5)
+    rnd = torch.randint(0, 256, (B, H, W), generator=gen, device=dev).float()   # noise fill
+    iy = torch.arange(H, device=dev)[None, :, None]
+    ix = torch.arange(W, device=dev)[None, None, :]
     for k in range(3):
         use = erase & ((k == 0) | on(0.5))
         rh, rw = (U(0.08, 0.3, B) * H).floor(), (U(0.08, 0.3, B) * W).floor()
         y0, x0 = (U(0, 1, B) * (H - rh + 1)).floor(), (U(0, 1, B) * (W - rw + 1)).floor()
-        iy = torch.arange(H, device=dev)[None, :, None]
-        ix = torch.arange(W, device=dev)[None, None, :]
         m = ((iy >= y0[:, None, None]) & (iy < (y0 + rh)[:, None, None]) &
              (ix >= x0[:, None, None]) & (ix < (x0 + rw)[:, None, None]) & use[:, None, None])
-        flat = torch.randint(0, 256, (B,), generator=gen).to(dev).float()[:, None, None].expand(B, H, W)
-        rnd = torch.randint(0, 256, (B, H, W), generator=gen).to(dev).float()
+        flat = torch.randint(0, 256, (B,), generator=gen, device=dev).float()[:, None, None].expand(B, H, W)
         fill = torch.where(on(0.5)[:, None, None], rnd, flat)
         out = torch.where(m, fill, out)
     sigma = U(0.0, 8.0, B)
-    nz = torch.randn(B, H, W, generator=gen).to(dev) * sigma[:, None, None]
+    nz = torch.randn(B, H, W, generator=gen, device=dev) * sigma[:, None, None]
     return (out + nz).clamp(0, 255).round()
 
 
@@ -177,9 +179,31 @@ class TorchRenderer:
         self.to_norm = torch.tensor([[2.0 / (tw - 1), 0, -1], [0, 2.0 / (th - 1), -1], [0, 0, 1]],
                                     dtype=torch.float64, device=self.device)
 
+    @staticmethod
+    def _rigid_inverse(T: torch.Tensor) -> torch.Tensor:
+        Ti = torch.zeros_like(T)
+        Rt = T[:, :3, :3].transpose(1, 2)
+        Ti[:, :3, :3] = Rt
+        Ti[:, :3, 3] = -(Rt @ T[:, :3, 3:])[..., 0]
+        Ti[:, 3, 3] = 1
+        return Ti
+
+    @staticmethod
+    def _inv3(M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, 3) -> (adjugate / det, det): closed form, no solver launch per batch."""
+        a, b, c = M[:, 0, 0], M[:, 0, 1], M[:, 0, 2]
+        d, e, f = M[:, 1, 0], M[:, 1, 1], M[:, 1, 2]
+        g, h, i = M[:, 2, 0], M[:, 2, 1], M[:, 2, 2]
+        adj = torch.stack([e * i - f * h, c * h - b * i, b * f - c * e,
+                           f * g - d * i, a * i - c * g, c * d - a * f,
+                           d * h - e * g, b * g - a * h, a * e - b * d], -1).reshape(-1, 3, 3)
+        det = a * adj[:, 0, 0] + b * adj[:, 1, 0] + c * adj[:, 2, 0]
+        safe = torch.where(det.abs() > 1e-300, det, torch.ones_like(det))
+        return adj / safe[:, None, None], det
+
     def homography(self, T_oc: torch.Tensor) -> torch.Tensor:
         """Texture pixel -> image pixel, (B, 4, 4) -> (B, 3, 3) (Scene.homography, batched)."""
-        T_co = torch.linalg.inv(T_oc.to(self.device, torch.float64))
+        T_co = self._rigid_inverse(T_oc.to(self.device, torch.float64))
         M = torch.stack([T_co[:, :3, 0], T_co[:, :3, 1], T_co[:, :3, 3]], -1)
         return self.K @ M @ self.A
 
@@ -192,11 +216,10 @@ class TorchRenderer:
     def _render(self, T_oc: torch.Tensor) -> torch.Tensor:
         B = T_oc.shape[0]
         T_oc = T_oc.to(self.device, torch.float64)
-        T_co = torch.linalg.inv(T_oc)
+        T_co = self._rigid_inverse(T_oc)
         Hm = self.homography(T_oc)
-        det = torch.linalg.det(Hm)
+        Hinv, det = self._inv3(Hm)
         ok = det.abs() > 1e-18
-        Hinv = torch.linalg.inv(torch.where(ok[:, None, None], Hm, torch.eye(3, dtype=Hm.dtype, device=self.device)))
         q = (self.to_norm @ Hinv) @ self.pix.T                      # (B, 3, HW) homogeneous texture coords
         w = q[:, 2]
         grid = (q[:, :2] / torch.where(w.abs() < 1e-12, torch.full_like(w, 1e-12), w)[:, None]).transpose(1, 2)
@@ -227,7 +250,8 @@ class TorchBatchSource:
         self.t = torch.from_numpy(poses.t).to(self.device)
         self.T = torch.from_numpy(poses.T).to(self.device)
         self.r = torch.from_numpy(poses.r).to(self.device)
-        self.gen = torch.Generator().manual_seed(seed)
+        self.gen = torch.Generator().manual_seed(seed)                         # batch composition
+        self.gen_dev = torch.Generator(device=self.device).manual_seed(seed + 1)  # perturbations
 
     def __iter__(self):
         return self
@@ -236,7 +260,7 @@ class TorchBatchSource:
         idx = select_indices(len(self.poses), self.R, self.t, self.N, self.M, self.pool, self.w_t, self.w_r, self.gen)
         T = self.T[idx]
         clean = self.renderer.render(T)                               # (B, S, S)
-        views = [clean] + [perturb_torch(clean, self.gen) for _ in range(self.P)]
+        views = [clean] + [perturb_torch(clean, self.gen_dev) for _ in range(self.P)]
         imgs = normalise_images(torch.stack(views, 1))[:, :, None]   # (B, V, 1, S, S)
         return Batch(imgs, self.r[idx], T, self.N, self.M)
 

@@ -109,10 +109,16 @@ class ImageEncoder(nn.Module):
         self.head = weight_norm(nn.Conv2d(cin, cin, final, groups=cin, bias=True))
         self.fc = nn.Linear(cin, self.latent_dim)
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The ResNet trunk: (B, 1, S, S) -> (B, 8·width, S/32, S/32)."""
+        return self.blocks(self.stem(x))
+
+    def embed(self, f: torch.Tensor) -> torch.Tensor:
+        """The group-convolution head and the linear layer: features -> (B, latent_dim)."""
+        return self.fc(torch.relu(self.head(f)).flatten(1))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.blocks(self.stem(x))
-        x = torch.relu(self.head(x)).flatten(1)
-        return self.fc(x)
+        return self.embed(self.features(x))
 
 
 def strip_weight_norm(module: nn.Module) -> nn.Module:

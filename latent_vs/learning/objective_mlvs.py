@@ -59,10 +59,10 @@ class MLVSObjective:
         self.phi = PoseNet(tuple(cfg.phi.hidden), cfg.latent_dim, cfg.phi.activation, input_scale=scale).to(dev)
         if ctx.channels_last:
             self.psi = self.psi.to(memory_format=torch.channels_last)
-        self.psi_fwd = self.psi
+        self.psi_features = self.psi.features
         if cfg.compile and dev.type == "cuda":
             try:
-                self.psi_fwd = torch.compile(self.psi)
+                self.psi_features = torch.compile(self.psi.features)
             except Exception as e:  # compile is an optimisation only
                 ctx.log(f"[warn] torch.compile failed, running eager: {e}")
         self.phi_lr = cfg.train.lr if cfg.train.phi_lr is None else cfg.train.phi_lr
@@ -84,6 +84,7 @@ class MLVSObjective:
     def pretrain(self, ctx) -> dict:
         t = self.cfg.train
         if t.phi_pretrain_steps <= 0:
+            self._freeze_phi_if_asked()
             return {"steps": 0}
         ctx.log(f"[stage 1] φ alone: {t.phi_pretrain_steps} steps of {t.phi_pretrain_batch} random poses, "
                 f"Adam {t.phi_pretrain_lr:g} cosine")
@@ -111,18 +112,23 @@ class MLVSObjective:
             out = fallback_train_phi(self.phi, t.phi_pretrain_steps, t.phi_pretrain_batch, t.phi_pretrain_lr,
                                      ctx.w_t, ctx.w_r, ctx.poses.r, ctx.device, ctx.seed, log, ctx.deadline)
         self.phi.to(ctx.device).train()
-        if self.phi_lr == 0:
+        self._freeze_phi_if_asked()
+        return {k: v for k, v in out.items() if isinstance(v, (int, float, str))}
+
+    def _freeze_phi_if_asked(self) -> None:
+        if self.phi_lr == 0:  # φ is not in the optimiser: no gradients for it in stage 2
             for p in self.phi.parameters():
                 p.requires_grad_(False)
-        return {k: v for k, v in out.items() if isinstance(v, (int, float, str))}
 
     # ------------------------------------------------------------------ stage 2
     def loss(self, batch):
         x = batch.flat_images()
         if self.ctx.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        z_I = self.psi_fwd(x).float()
-        z_r = self.phi(batch.r).float()
+        f = self.psi_features(x)
+        with torch.autocast(x.device.type, enabled=False):  # head, φ and losses in fp32
+            z_I = self.psi.embed(f.float())
+            z_r = self.phi(batch.r.float())
         with torch.no_grad():
             d = se3_pair_distance(batch.r, batch.r, self.ctx.w_t, self.ctx.w_r)  # eq. 8
         return total_loss(z_r, d, z_I, weights=self.weights, reduction=self.cfg.train.perturbation_reduction)

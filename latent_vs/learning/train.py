@@ -206,14 +206,15 @@ def plot_curves(train_csv: str, eval_csv: str, png: str) -> None:
     axes[0].set_yscale("log")
     axes[0].set_xlabel("step")
     axes[0].set_title("training loss")
-    axes[0].legend(fontsize=7)
     for k, v in ev.items():
         if k not in skip and "step" in ev and not k.startswith("corr"):
             axes[1].plot(ev["step"], v, "o-", label=k, ms=3, lw=1)
     axes[1].set_yscale("log")
     axes[1].set_xlabel("step")
     axes[1].set_title("held-out diagnostics")
-    axes[1].legend(fontsize=7)
+    for ax in axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     tmp = png + ".tmp.png"
     fig.savefig(tmp, dpi=90)
@@ -519,7 +520,7 @@ def measure_throughput(cfg: TrainConfig, device: torch.device, steps: int = 150,
         torch.nn.utils.clip_grad_norm_(params, 5.0)
         opt.step()
 
-    for _ in range(warmup):
+    for _ in range(min(warmup, steps)):
         one()
     sync()
     t0 = time.time()
@@ -564,6 +565,8 @@ def main(argv=None) -> int:
     p.add_argument("--phi-pretrain-steps", type=int, help="override train.phi_pretrain_steps")
     p.add_argument("--seed", type=int, help="override the config's seed")
     p.add_argument("--name", help="override the config's name")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set data.anchors=32 --set psi.depth=18 (repeatable)")
     p.add_argument("--throughput", type=int, metavar="STEPS",
                    help="only measure training throughput over STEPS steps (no export) and print JSON")
     p.add_argument("--throughput-json", help="with --throughput: also write the JSON here")
@@ -573,7 +576,8 @@ def main(argv=None) -> int:
     path = a.config if os.path.isfile(a.config) else paths.config_file(a.config)
     if not os.path.isfile(path):
         raise UserError(f"config file not found: {a.config}")
-    cfg = load_config(path)
+    from .config import parse_set
+    cfg = load_config(path, parse_set(a.set))
     if a.seed is not None:
         cfg.seed = a.seed
     if a.name:
