@@ -223,7 +223,8 @@ def _trained_model():
 @pytest.mark.slow
 @pytest.mark.skipif(_trained_model() is None, reason="no trained model in models/ (tiny or default) yet")
 def test_mlvs_closed_loop_converges_through_topics(ex):
-    from latent_vs.ros.demo import DEMO_SETTINGS, run_demo
+    from latent_vs.ros.demo import demo_settings, run_demo
+    settings, sim = demo_settings("mlvs")
     for seed in (0, 1):
-        r = run_demo("mlvs", _trained_model(), seed, 60.0, 30.0, DEMO_SETTINGS["mlvs"], progress=False)
+        r = run_demo("mlvs", _trained_model(), dict(sim, seed=seed), 60.0, settings, progress=False)
         assert r["converged"], (seed, r["t_end_m"], np.rad2deg(r["r_end_rad"]), r["state"])

@@ -37,13 +37,24 @@ import numpy as np  # noqa: E402
 from .. import geometry, paths  # noqa: E402
 from ..errors import UserError  # noqa: E402
 
-# per method: controller parameters of the demo (gain [1/s], limits, converged_error in the
-# method's error units: latent distance / ‖(t m, θu rad)‖ / RMS grey level / 255)
-DEMO_SETTINGS = {
-    "mlvs": dict(gain=1.0, max_linear_speed=0.15, max_angular_speed=0.6, converged_error=0.01, input_timeout=1.0),
-    "pbvs": dict(gain=1.0, max_linear_speed=0.15, max_angular_speed=0.6, converged_error=0.003, input_timeout=1.0),
-    "dvs": dict(gain=2.0, max_linear_speed=0.15, max_angular_speed=0.6, converged_error=0.005, input_timeout=1.0),
+# the demo's node parameters: config/sim.yaml (as sim.launch.py), with these per-method
+# changes (converged_error is in the method's error units: latent distance for mlvs,
+# ‖(t m, θu rad)‖ for pbvs, RMS grey level / 255 for dvs)
+METHOD_OVERRIDES = {
+    "mlvs": {},
+    "pbvs": {"converged_error": 0.003},
+    "dvs": {"converged_error": 0.005, "gain": 2.0},
 }
+
+
+def demo_settings(method: str) -> tuple[dict, dict]:
+    """(controller parameters, sim camera parameters) of the demo for a method."""
+    from .params import read_params_file
+    cfg = read_params_file(paths.config_file("sim.yaml"))
+    ctl = {k: v for k, v in cfg.get("controller", {}).items() if k not in ("method", "model_dir", "autostart")}
+    ctl.update(METHOD_OVERRIDES[method])
+    sim = dict(cfg.get("sim_camera", {}))
+    return ctl, sim
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,12 +104,13 @@ def main(argv=None) -> int:
     if not args.max_time > 0 or not args.rate > 0:
         raise UserError("--max-time and --rate must be positive")
     method, model_dir = choose(args)
-    settings = dict(DEMO_SETTINGS[method])
+    settings, sim_params = demo_settings(method)
     if args.gain is not None:
         settings["gain"] = args.gain
     if args.converged_error is not None:
         settings["converged_error"] = args.converged_error
-    result = run_demo(method, model_dir, args.seed, args.max_time, args.rate, settings,
+    sim_params.update(seed=args.seed, rate=float(args.rate))
+    result = run_demo(method, model_dir, sim_params, args.max_time, settings,
                       record=args.record, progress=not args.quiet)
     os.makedirs(args.out, exist_ok=True)
     summary = {k: v for k, v in result.items() if not isinstance(v, np.ndarray)}
@@ -117,7 +129,7 @@ def main(argv=None) -> int:
     return 0 if result["converged"] else 1
 
 
-def run_demo(method: str, model_dir: str | None, seed: int, max_time: float, rate: float, settings: dict,
+def run_demo(method: str, model_dir: str | None, sim_params: dict, max_time: float, settings: dict,
              record: str | None = None, progress: bool = True) -> dict:
     """Start the nodes in a private context, servo until converged or max_time, stop them
     (the controller's zero twist included). Returns time series and end metrics."""
@@ -134,7 +146,7 @@ def run_demo(method: str, model_dir: str | None, seed: int, max_time: float, rat
 
     if progress:
         print(f"latent-vs demo: method {method}" + (f", model {model_dir}" if model_dir else "")
-              + f", task seed {seed}", flush=True)
+              + f", task seed {sim_params.get('seed')}", flush=True)
     import torch
     torch.set_num_threads(1)  # sim, encoder and controller share 2 cores: one intra-op thread each
     law = None
@@ -150,7 +162,7 @@ def run_demo(method: str, model_dir: str | None, seed: int, max_time: float, rat
         def P(d):
             return [Parameter(k, value=v) for k, v in d.items()]
         common = dict(context=context, namespace=ns)
-        sim = SimCameraNode(parameter_overrides=P(dict(seed=seed, rate=float(rate))), **common)
+        sim = SimCameraNode(parameter_overrides=P(sim_params), **common)
         nodes.append(sim)
         if method == "mlvs":
             nodes.append(EncoderNode(model=law.law.model, **common))
@@ -203,7 +215,7 @@ def run_demo(method: str, model_dir: str | None, seed: int, max_time: float, rat
         n_tw = min(len(probe.twists), len(probe.twist_times))
         twist_t = np.asarray(probe.twist_times) - start
         return {
-            "method": method, "model_dir": model_dir, "seed": seed, "settings": settings,
+            "method": method, "model_dir": model_dir, "seed": sim_params.get("seed"), "settings": settings,
             "converged": ok, "state": state, "time_s": elapsed,
             "t0_m": t0, "r0_rad": r0, "t_end_m": t1, "r_end_rad": r1,
             "final_error": float(ctl.ctl.error_norm), "error_name": ctl.law.error_units,

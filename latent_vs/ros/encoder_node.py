@@ -34,19 +34,21 @@ from .convert import LATEST_QOS, STREAM_PUB_QOS, image_msg_to_array, latent_to_m
 from .run import run_node  # noqa: E402
 
 
-def _desc(text: str, read_only: bool = True, **kw) -> ParameterDescriptor:
-    return ParameterDescriptor(description=text, read_only=read_only, **kw)
+PARAMETERS = {
+    "model_dir": ("", ParameterDescriptor(read_only=True, description=(
+        "model directory (psi.pt, phi.pt, meta.json); empty: the package's models/default"))),
+    "device": ("cpu", ParameterDescriptor(read_only=True, description="torch device for ψ: cpu or cuda")),
+    "threads": (1, ParameterDescriptor(read_only=True, description="torch intra-op threads [count]",
+                                       integer_range=[IntegerRange(from_value=1, to_value=64, step=1)])),
+}
 
 
 class EncoderNode(Node):
     def __init__(self, model=None, **kwargs):
         """`model`: an already loaded LatentModel (the demo shares one); else model_dir is loaded."""
         super().__init__(kwargs.pop("node_name", "encoder"), **kwargs)
-        self.declare_parameter("model_dir", "", _desc(
-            "model directory (psi.pt, phi.pt, meta.json); empty: the package's models/default"))
-        self.declare_parameter("device", "cpu", _desc("torch device for ψ: cpu or cuda"))
-        self.declare_parameter("threads", 1, _desc(
-            "torch intra-op threads [count]", integer_range=[IntegerRange(from_value=1, to_value=64, step=1)]))
+        for name, (default, desc) in PARAMETERS.items():
+            self.declare_parameter(name, default, desc)
         device = self.get_parameter("device").value
         if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
             raise UserError(f"encoder: parameter device must be cpu or cuda, got '{device}'")
