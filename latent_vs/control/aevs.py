@@ -19,7 +19,9 @@ Cost per step: one encoder pass over 6 B images (forward-mode, one per twist com
 """
 from __future__ import annotations
 
+import json
 import os
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,6 +58,15 @@ def load_baseline_model(model_dir: str | None, defaults: tuple, kind: str, train
     learning/export.py); model_dir None tries models/<d> for d in `defaults`, in order.
     A missing or wrong model raises a UserError naming it and the command that trains it."""
     from ..learning.export import ModelError, load_torchscript, read_meta, resolve_texture
+    if model_dir is not None:
+        # `latent-vs bench --model DIR` passes the MLVS model to every learned method: use ours
+        try:
+            other = json.load(open(os.path.join(paths.model_dir(model_dir), "meta.json"))).get("kind")
+        except (OSError, ValueError, AttributeError):
+            other = None
+        if other == "mlvs":
+            print(f"note: {model_dir} is an MLVS model; {kind} uses its own default model", file=sys.stderr)
+            model_dir = None
     if model_dir is None:
         tried = [paths.model_dir(n) for n in defaults]
         found = [d for d in tried if os.path.isfile(os.path.join(d, "meta.json"))]
@@ -135,8 +146,6 @@ class AEVS(ControlLaw):
         mean, std = model.image_mean, model.image_std
         self._x_scale = 1.0 / (255.0 * std)                   # x = (I/255 - mean)/std: ∂x/∂I
         self._x_offset = mean / std
-        self._A = torch.from_numpy(self._dvs._A)               # (N, 6): L_I row = ∇I_x A + ∇I_y B
-        self._B = torch.from_numpy(self._dvs._B)
         self._z_goal: np.ndarray | None = None
 
     # -- features
@@ -157,9 +166,8 @@ class AEVS(ControlLaw):
                 with torch.no_grad():
                     zs.append(self.encoder(x).float().cpu().numpy())
                 continue
-            gx, gy = self._dvs._norm_gradients(part)                    # (b, N) each, normalised units
-            gx, gy = torch.from_numpy(gx), torch.from_numpy(gy)
-            L_I = gx[:, :, None] * self._A + gy[:, :, None] * self._B   # (b, N, 6): ∂I/∂r per pixel
+            # ∂I/∂r of every encoder-input pixel (DVS's luminance interaction matrix), (b, N, 6)
+            L_I = torch.from_numpy(np.stack([self._dvs.interaction_matrix(im) for im in part]))
             S = self.input_camera.width
             L_x = (L_I * self._x_scale).transpose(1, 2).reshape(len(part), 6, S, S).to(self.device)
             z, L_z = latent_interaction_matrix(self.encoder, x, L_x)
