@@ -223,9 +223,10 @@ class TorchRenderer:
         q = (self.to_norm @ Hinv) @ self.pix.T                      # (B, 3, HW) homogeneous texture coords
         w = q[:, 2]
         grid = (q[:, :2] / torch.where(w.abs() < 1e-12, torch.full_like(w, 1e-12), w)[:, None]).transpose(1, 2)
-        grid = grid.clamp(-4, 4).reshape(B, self.H, self.W, 2).float()
-        img = F.grid_sample(self.texture.expand(B, -1, -1, -1), grid, mode="bilinear", padding_mode="zeros",
-                            align_corners=True)[:, 0] + self.bg
+        # one texture, B·H rows of sampling points (no batch-expanded input)
+        grid = grid.clamp(-4, 4).reshape(1, B * self.H, self.W, 2).float()
+        img = F.grid_sample(self.texture, grid, mode="bilinear", padding_mode="zeros",
+                            align_corners=True).reshape(B, self.H, self.W) + self.bg
         # pixels whose ray meets the plane behind the camera (or an edge-on plane) see background
         n_c = T_co[:, :3, 2]
         d = (n_c * T_co[:, :3, 3]).sum(-1)

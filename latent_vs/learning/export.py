@@ -66,6 +66,7 @@ def git_commit(root: str | None = None) -> str:
 def to_torchscript(module: torch.nn.Module, example: torch.Tensor | None = None) -> torch.jit.ScriptModule:
     """A CPU float32 eval-mode TorchScript copy with weight norm folded into plain weights."""
     m = strip_weight_norm(copy.deepcopy(module).cpu().float().eval())
+    m = m.to(memory_format=torch.contiguous_format)  # channels-last training leaves NHWC weights
     for p in m.parameters():
         p.requires_grad_(False)
     try:

@@ -98,9 +98,19 @@ class MLVSObjective:
             ctx.log(f"[stage 1] phi_train not usable ({type(e).__name__}: {e}); using the fallback recipe")
             train_phi = None
         self.phi.train()
+        steps = t.phi_pretrain_steps
+        if ctx.deadline is not None:  # keep stage 1 within ~35% of the time left (probe its speed)
+            import copy
+            probe = fallback_train_phi(copy.deepcopy(self.phi), 30, t.phi_pretrain_batch, t.phi_pretrain_lr,
+                                       ctx.w_t, ctx.w_r, ctx.poses.r[:5000], ctx.device, ctx.seed)
+            per_step = probe["seconds"] / max(1, probe["steps"])
+            cap = int(0.35 * ctx.time_left() / max(per_step, 1e-5))
+            if cap < steps:
+                ctx.log(f"[stage 1] time budget: {steps} -> {max(cap, 100)} steps ({per_step * 1e3:.2f} ms/step)")
+                steps = max(cap, 100)
         if train_phi is not None:
             import inspect
-            kw = dict(steps=t.phi_pretrain_steps, batch_size=t.phi_pretrain_batch, lr=t.phi_pretrain_lr,
+            kw = dict(steps=steps, batch_size=t.phi_pretrain_batch, lr=t.phi_pretrain_lr,
                       w_t=ctx.w_t, w_r=ctx.w_r, device=str(ctx.device), seed=ctx.seed, log=log)
             params = inspect.signature(train_phi).parameters
             if "scene" in params:
@@ -109,7 +119,7 @@ class MLVSObjective:
             out = train_phi(self.phi, **kw)
             out["recipe"] = "phi_train.train_phi"
         else:
-            out = fallback_train_phi(self.phi, t.phi_pretrain_steps, t.phi_pretrain_batch, t.phi_pretrain_lr,
+            out = fallback_train_phi(self.phi, steps, t.phi_pretrain_batch, t.phi_pretrain_lr,
                                      ctx.w_t, ctx.w_r, ctx.poses.r, ctx.device, ctx.seed, log, ctx.deadline)
         self.phi.to(ctx.device).train()
         self._freeze_phi_if_asked()

@@ -1,0 +1,154 @@
+"""The training pipeline: renderers agree, batches follow the paper's policy, configs validate,
+and `latent-vs train` trains, checkpoints, resumes, keeps its time budget and exports a model
+that loads."""
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from latent_vs import cli, geometry
+from latent_vs.camera import default_camera
+from latent_vs.errors import UserError
+from latent_vs.learning import data
+from latent_vs.learning.config import load_config
+from latent_vs.learning.export import load_model
+from latent_vs.scene import Scene, SceneConfig, goal_pose
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = sorted(f for f in os.listdir(os.path.join(ROOT, "config")) if f.startswith("train_") and f.endswith(".yaml"))
+TOY = ["--set", "data.samples=400", "--set", "data.heldout=16", "--set", "data.anchors=4",
+       "--set", "data.neighbour_pool=64", "--set", "psi.width=4", "--set", "train.log_every_steps=1",
+       "--set", "train.eval_every_steps=2", "--phi-pretrain-steps", "0", "--quiet"]
+
+
+def test_torch_renderer_matches_scene_render():
+    scene = Scene(SceneConfig(), default_camera(64))
+    poses = data.PoseSet.sample(60, 5, SceneConfig()).T
+    goal = goal_pose()
+    behind = goal.copy()
+    behind[2, 3] = 0.3                      # behind the poster plane, looking away from it
+    edge = goal @ geometry.pose_to_matrix(np.array([0, 0, 0, 0, np.pi / 2, 0]))  # plane seen edge-on
+    T = np.concatenate([poses, goal[None], behind[None], edge[None]])
+    ref = scene.render_batch(T).astype(np.float32)
+    out = data.TorchRenderer(scene).render(torch.from_numpy(T)).numpy()
+    diff = np.abs(out - ref)
+    assert diff.mean() < 1.0                 # ~1 grey level on average (measured: < 0.001)
+    assert (diff <= 1).mean() > 0.99
+    assert ref[:60].std() > 10               # the poster is really in view
+
+
+def test_neighbours_are_the_nearest_in_the_pool():
+    poses = data.PoseSet.sample(300, 1, SceneConfig())
+    R, t = torch.from_numpy(poses.R), torch.from_numpy(poses.t)
+    gen = torch.Generator().manual_seed(0)
+    idx = data.select_indices(len(poses), R, t, anchors=5, neighbours=3, pool=300, w_t=0.5, w_r=1.5, gen=gen)
+    assert idx.shape == (20,)
+    groups = idx.reshape(5, 4).numpy()
+    for g in groups:
+        r = poses.r[g].astype(np.float64)
+        d_all = geometry.se3_distance(poses.r[g[0]][None].astype(np.float64), poses.r.astype(np.float64), 0.5, 1.5)
+        d_all[g[0]] = np.inf
+        d_nn = geometry.se3_distance(r[:1], r[1:], 0.5, 1.5)
+        # pool = whole set drawn with replacement: neighbours are among the nearest poses
+        assert d_nn.max() <= np.sort(d_all)[12] + 1e-4
+
+
+def test_perturbations_change_images_in_both_pipelines():
+    scene = Scene(SceneConfig(), default_camera(64))
+    img = scene.render(goal_pose())
+    rng = np.random.default_rng(0)
+    np_change = np.mean([np.abs(data.perturb_np(img, rng).astype(float) - img).mean() for _ in range(30)])
+    t = torch.from_numpy(img).float()[None].repeat(30, 1, 1)
+    t_change = (data.perturb_torch(t, torch.Generator().manual_seed(0)) - t).abs().mean().item()
+    assert np_change > 3 and t_change > 3
+    assert 0.5 < t_change / np_change < 2     # the same perturbation law
+
+
+def test_batch_layout():
+    scene = Scene(SceneConfig(), default_camera(64))
+    poses = data.PoseSet.sample(200, 2, SceneConfig())
+    src = data.TorchBatchSource(poses, scene, anchors=3, neighbours=2, perturbations=2, pool=100,
+                                w_t=0.5, w_r=1.5, device="cpu", seed=0)
+    b = next(src)
+    assert b.images.shape == (9, 3, 1, 64, 64) and b.r.shape == (9, 6) and b.T.shape == (9, 4, 4)
+    assert b.flat_images().shape == (27, 1, 64, 64)
+    np.testing.assert_allclose(b.r.numpy(), geometry.pose_difference(poses.goal, b.T.numpy()), atol=1e-5)
+    assert not torch.equal(b.images[:, 0], b.images[:, 1])   # view 1 is perturbed
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_shipped_configs_validate(name):
+    cfg = load_config(os.path.join(ROOT, "config", name))
+    assert cfg.image_size % 32 == 0
+
+
+def test_config_errors_name_the_file_and_key(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("data: {anchorz: 3}\n")
+    with pytest.raises(UserError, match=r"c\.yaml.*data.*anchorz"):
+        load_config(str(p))
+    p.write_text("psi: {depth: 50}\n")
+    with pytest.raises(UserError, match=r"psi\.depth"):
+        load_config(str(p))
+    p.write_text("image_size: big\n")
+    with pytest.raises(UserError, match=r"image_size"):
+        load_config(str(p))
+    p.write_text("scene: {texture: nowhere.png}\n")
+    with pytest.raises(UserError, match=r"nowhere\.png"):
+        load_config(str(p))
+    assert cli.main(["train", str(tmp_path / "missing.yaml")]) == 2
+
+
+def _rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_train_checkpoint_resume_export(tmp_path, capsys):
+    out, run = str(tmp_path / "m"), str(tmp_path / "run")
+    cfg = os.path.join(ROOT, "config", "train_small.yaml")
+    args = ["train", cfg, "--out", out, "--run-dir", run, *TOY]
+    assert cli.main([*args, "--max-steps", "3"]) == 0
+    for f in ("train_log.csv", "eval_log.csv", "loss.png", "checkpoint.pt", "config.yaml"):
+        assert os.path.isfile(os.path.join(run, f)), f
+    assert [r["step"] for r in _rows(os.path.join(run, "train_log.csv"))] == ["1", "2", "3"]
+    m = load_model(out)
+    meta = m.meta
+    assert meta["training"]["steps"] == 3 and meta["training"]["device"] == "cpu"
+    assert {"fit_clean", "fit_perturbed", "corr_image"} <= set(meta["diagnostics"])
+    assert meta["config"]["name"] == "small" and meta["w_t"] > 0 and meta["benchmark"] == {}
+    assert m.encode(np.zeros((2, 100, 120), np.uint8)).shape == (2, 32)
+    # resume continues at step 4
+    assert cli.main([*args, "--max-steps", "5", "--resume"]) == 0
+    assert [r["step"] for r in _rows(os.path.join(run, "train_log.csv"))] == ["1", "2", "3", "4", "5"]
+    assert load_model(out).meta["training"]["steps"] == 5
+    # --resume with no checkpoint is a one-line user error
+    assert cli.main(["train", cfg, "--out", out, "--run-dir", str(tmp_path / "empty"), "--resume", *TOY]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_time_budget_always_exports(tmp_path):
+    out = str(tmp_path / "m")
+    cfg = os.path.join(ROOT, "config", "train_small.yaml")
+    assert cli.main(["train", cfg, "--out", out, "--run-dir", str(tmp_path / "r"), "--time-budget-min", "0.25",
+                     "--set", "renderer=torch", *TOY]) == 0
+    meta = json.load(open(os.path.join(out, "meta.json")))
+    assert meta["training"]["stopped_by"] == "time budget"
+    assert meta["training"]["wall_time_s"] < 15 + 10
+
+
+def test_stage1_fallback_fits_eq9():
+    from latent_vs.learning.losses import data_weights
+    from latent_vs.learning.nets import PoseNet
+    from latent_vs.learning.objective_mlvs import fallback_train_phi
+    torch.manual_seed(0)
+    r = data.PoseSet.sample(2000, 0, SceneConfig()).r
+    w_t, w_r = data_weights(r)
+    phi = PoseNet(input_scale=(1 / w_t,) * 3 + (1 / w_r,) * 3)
+    out = fallback_train_phi(phi, 300, 128, 3e-3, w_t, w_r, r, seed=0)
+    assert out["steps"] == 300 and out["final_loss"] < 0.1   # from ~2 at initialisation
