@@ -135,11 +135,11 @@ def test_train_checkpoint_resume_export(tmp_path, capsys):
 def test_time_budget_always_exports(tmp_path):
     out = str(tmp_path / "m")
     cfg = os.path.join(ROOT, "config", "train_small.yaml")
-    assert cli.main(["train", cfg, "--out", out, "--run-dir", str(tmp_path / "r"), "--time-budget-min", "0.25",
+    assert cli.main(["train", cfg, "--out", out, "--run-dir", str(tmp_path / "r"), "--time-budget-min", "0.3",
                      "--set", "renderer=torch", *TOY]) == 0
     meta = json.load(open(os.path.join(out, "meta.json")))
-    assert meta["training"]["stopped_by"] == "time budget"
-    assert meta["training"]["wall_time_s"] < 15 + 10
+    assert meta["training"]["stopped_by"] == "time budget" and meta["training"]["steps"] > 0
+    assert meta["training"]["wall_time_s"] < 18
 
 
 def test_stage1_fallback_fits_eq9():
@@ -150,5 +150,12 @@ def test_stage1_fallback_fits_eq9():
     r = data.PoseSet.sample(2000, 0, SceneConfig()).r
     w_t, w_r = data_weights(r)
     phi = PoseNet(input_scale=(1 / w_t,) * 3 + (1 / w_r,) * 3)
-    out = fallback_train_phi(phi, 300, 128, 3e-3, w_t, w_r, r, seed=0)
-    assert out["steps"] == 300 and out["final_loss"] < 0.1   # from ~2 at initialisation
+    from latent_vs.learning.losses import loss_phi_se3, se3_pair_distance
+    rt = torch.from_numpy(data.PoseSet.sample(256, 9, SceneConfig()).r)   # held-out poses
+    d = se3_pair_distance(rt, rt, w_t, w_r)
+    with torch.no_grad():
+        before = loss_phi_se3(phi(rt), d).item()
+    out = fallback_train_phi(phi, 150, 128, 3e-3, w_t, w_r, r, seed=0)
+    with torch.no_grad():
+        after = loss_phi_se3(phi(rt), d).item()
+    assert out["steps"] == 150 and after < 0.1 * before

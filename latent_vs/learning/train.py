@@ -364,7 +364,7 @@ class Trainer:
         t0 = time.time()
         first = self.evaluate()
         eval_s = time.time() - t0
-        reserve = 20.0 + 3 * eval_s
+        reserve = 8.0 + 3 * eval_s
         deadline = None
         if self.budget_s:
             deadline = session_start + (self.budget_s - prev_elapsed) - reserve
