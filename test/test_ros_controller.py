@@ -194,8 +194,11 @@ def test_old_input_is_stale_and_fresh_input_resumes(ex):
     pub.publish(pose_to_msg(T, now.to_msg()))
     assert spin_until(ex, lambda: probe.state == "servoing" and len(probe.twists) >= 1, 5.0)
     old = (now - rclpy.duration.Duration(seconds=2.0)).to_msg()
+    n = len(probe.twists)
     pub.publish(pose_to_msg(T, old))  # captured 2 s ago
     assert spin_until(ex, lambda: probe.state == "stale", 5.0)
+    spin_until(ex, lambda: False, 0.2)
+    assert len(probe.twists) == n + 1  # no motion from the old input: one zero twist
     np.testing.assert_array_equal(probe.twists[-1], ZERO)
     pub.publish(pose_to_msg(T, probe.get_clock().now().to_msg()))
     assert spin_until(ex, lambda: probe.state == "servoing", 5.0)

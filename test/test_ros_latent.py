@@ -163,9 +163,14 @@ def test_nan_latent_is_a_fault_and_the_controller_recovers(ex, model, capfd):
 
 def test_latent_staleness_uses_the_image_capture_stamp(ex, model):
     ctl, probe, pub, z = _latent_rig(ex, model, input_timeout=0.2)
+    pub.publish(latent_to_msg(z, probe.get_clock().now().to_msg()))
+    assert spin_until(ex, lambda: probe.state == "servoing" and probe.twists, 5.0)
     old = (probe.get_clock().now() - rclpy.duration.Duration(seconds=1.0)).to_msg()
+    n = len(probe.twists)
     pub.publish(latent_to_msg(z, old))  # the image behind it was taken 1 s ago
     assert spin_until(ex, lambda: probe.state == "stale", 5.0)
+    spin_until(ex, lambda: False, 0.1)
+    assert len(probe.twists) == n + 1  # no motion from the old latent: one zero twist
     np.testing.assert_array_equal(probe.twists[-1], ZERO)
     pub.publish(latent_to_msg(z, probe.get_clock().now().to_msg()))
     assert spin_until(ex, lambda: probe.state == "servoing", 5.0)
