@@ -144,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="bench-results", help="output folder (default ./bench-results)")
     p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
     p.add_argument("--chunk", type=int, default=0, help="tasks per batch (default: automatic, at most 50)")
-    p.add_argument("--plot-task", type=int, default=0, help="task shown in the plots (default 0)")
+    p.add_argument("--plot-task", type=int, default=-1,
+                   help="task shown in the plots (default: the task the most runs converged on)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -159,7 +160,7 @@ def main(argv=None) -> int:
         raise UserError(f"--workers must be at least 1 (got {args.workers})")
     if args.chunk < 0:
         raise UserError(f"--chunk must be positive (got {args.chunk})")
-    if not 0 <= args.plot_task < args.tasks:
+    if not -1 <= args.plot_task < args.tasks:
         raise UserError(f"--plot-task must be in [0, {args.tasks - 1}] (got {args.plot_task})")
     if args.model is not None and not os.path.isdir(args.model):
         raise UserError(f"--model: no such model directory: {args.model}")
@@ -201,7 +202,7 @@ def main(argv=None) -> int:
         pool = mp.get_context("spawn").Pool(args.workers)
     _limit_threads()
     t_start = time.time()
-    rows, per_task, traj_plot, curves, ref = [], {}, {}, {}, None
+    rows, per_task, results, ref = [], {}, {}, None
     try:
         for name, kw, pert in runs:
             lab = label_of(name, kw)
@@ -216,25 +217,33 @@ def main(argv=None) -> int:
             row = M.summarize(figs)
             row.update(label=lab, method=name, options=kw, perturbed=pert, wall_time_s=wall)
             rows.append(row)
-            # plot data: the plotted task's trajectory and error curves, and the median errors over tasks
-            i = args.plot_task
-            n_max = int(res.n_poses.max())
-            traj_plot[key] = res.poses[i, :res.n_poses[i]].astype(float)
-            t_all, r_all = M.pose_errors(goal, _padded(res, n_max).reshape(-1, 6))
-            t_all, r_all = t_all.reshape(len(tasks), n_max), r_all.reshape(len(tasks), n_max)
-            curves[key] = {"t": t_all[i, :res.n_poses[i]], "r": r_all[i, :res.n_poses[i]],
-                           "t_median": np.median(t_all, 0), "r_median": np.median(r_all, 0)}
+            results[key] = res
     finally:
         if pool is not None:
             pool.terminate()
     wall_total = time.time() - t_start
+
+    # plot data: one task's trajectories and error curves (by default the task most runs converged
+    # on, so that the figure shows every method arriving), and the median errors over all tasks
+    conv = np.array([[f["converged"] for f in figs] for figs in per_task.values()])
+    plot_task = args.plot_task if args.plot_task >= 0 else int(np.argmax(conv.sum(0)))
+    traj_plot, curves = {}, {}
+    for key, res in results.items():
+        i, n_max = plot_task, int(res.n_poses.max())
+        traj_plot[key] = res.poses[i, :res.n_poses[i]].astype(float)
+        t_all, r_all = np.empty((len(tasks), n_max)), np.empty((len(tasks), n_max))
+        for s in range(0, len(tasks), 50):  # in blocks: (50, n_max, 4, 4) at a time
+            blk = SimResult(res.poses[s:s + 50, :n_max], res.n_poses[s:s + 50], None, None)
+            t_all[s:s + 50], r_all[s:s + 50] = M.pose_errors(goal, _padded(blk, n_max))
+        curves[key] = {"t": t_all[i, :res.n_poses[i]], "r": r_all[i, :res.n_poses[i]],
+                       "t_median": np.median(t_all, 0), "r_median": np.median(r_all, 0)}
 
     config = {"methods": args.methods, "tasks": args.tasks, "seed": args.seed, "iters": args.iters,
               "perturbed": args.perturbed, "model": args.model, "workers": args.workers,
               "command": "latent-vs bench " + " ".join(argv if argv is not None else sys.argv[1:]),
               "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()} {platform.release()}",
               "python": platform.python_version()}
-    summary = {"config": config, "wall_time_s": wall_total, "rows": rows,
+    summary = {"config": config, "wall_time_s": wall_total, "rows": rows, "plot_task": plot_task,
                "initial_error": {"t_mean_cm": 100 * np.mean([f["t0_m"] for f in per_task[f'pbvs/clean']]),
                                  "r_mean_deg": float(np.degrees(np.mean([f["r0_rad"] for f in per_task['pbvs/clean']])))},
                "metrics": "latent_vs/bench/metrics.py"}
@@ -247,9 +256,9 @@ def main(argv=None) -> int:
               f"Means ± std over converged tasks; APE and length ratio against PBVS on the true pose.\n")
     report.write_atomic(os.path.join(out, "table.md"), report.markdown(rows, header))
     plots.trajectories_3d(os.path.join(out, "trajectories.png"), traj_plot, goal, scene,
-                          title=f"task {args.plot_task}: camera positions")
+                          title=f"task {plot_task}: camera positions")
     plots.error_curves(os.path.join(out, "errors.png"), curves,
-                       title=f"pose error over iterations: task {args.plot_task} and median over {args.tasks} tasks")
+                       title=f"pose error over iterations: task {plot_task} and median over {args.tasks} tasks")
     print(report.text(rows))
     print(f"\nwall time {wall_total:.1f} s ({args.workers} worker(s)); results in {out}/ "
           f"(table.md, summary.json, tasks.json, trajectories.png, errors.png)")
