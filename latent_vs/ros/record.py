@@ -40,11 +40,12 @@ def record_simulation(path: str, settings: ServoSettings, storage: str = "mcap",
                       size: int = 224, encoding: str = "mono8", stop_after_converged: int = 5,
                       progress: bool = False) -> dict:
     """Closed loop in simulation, recorded to a bag at `path`, with the messages the nodes
-    would publish. Per frame k (t_k = t0 + k / rate): /image and /camera_pose stamped and
-    logged at t_k; /latent (label stamp t_k), /cmd_twist (stamped at its publish time),
-    /controller/error_norm logged at t_k + the measured compute time; /controller/state when
-    it changes. The camera then moves by the last published twist for 1/rate s (the sim camera
-    node's rule). The run's settings and goal pose go into the bag's custom_data so that
+    would publish, in virtual time (the loop runs as fast as it computes; the bag's clock
+    advances 1/rate per frame from the wall-clock start). Per frame k (t_k = t0 + k / rate):
+    /image and /camera_pose stamped and logged at t_k; /latent (label stamp t_k) logged at
+    t_k + 1 µs; /cmd_twist (stamped at its publish time) and /controller/error_norm at
+    t_k + 2 µs; /controller/state when it changes. The camera then moves by the last
+    published twist for 1/rate s (the sim camera node's rule). The run's settings and goal pose go into the bag's custom_data so that
     `latent-vs replay` reproduces the twists. Returns a summary dict."""
     from ..camera import default_camera
     from ..scene import Scene, SceneConfig, goal_pose
@@ -77,11 +78,9 @@ def record_simulation(path: str, settings: ServoSettings, storage: str = "mcap",
             img = scene.render(T)
             bag.write("/image", bags.image_msg(img, t_k, encoding=encoding), t_k)
             bag.write("/camera_pose", bags.pose_msg(T, t_k), t_k)
-            c0 = time.perf_counter()
             y = pipe.measure(img[None], [T])[0]
-            t_enc = t_k + int((time.perf_counter() - c0) * 1e9)
             twist, state, err = pipe.step(y, t_k * 1e-9)
-            t_out = t_k + max(int((time.perf_counter() - c0) * 1e9), 1)
+            t_enc, t_out = t_k + 1_000, t_k + 2_000   # virtual time: the outputs follow their image
             if pipe.kind == "latent":
                 bag.write("/latent", bags.latent_msg(y, t_k, "camera"), t_enc)
             if np.isfinite(err):
