@@ -37,8 +37,8 @@ def launch_calls(path):
 
 
 @pytest.mark.parametrize("path", LAUNCH)
-def test_launch_file_compiles_and_names_real_executables_and_configs(path):
-    py_compile.compile(path, doraise=True)
+def test_launch_file_compiles_and_names_real_executables_and_configs(path, tmp_path):
+    py_compile.compile(path, cfile=str(tmp_path / "launch.pyc"), doraise=True)
     assert "def generate_launch_description" in open(path).read()
     scripts = console_scripts()
     nodes, configs = launch_calls(path)
