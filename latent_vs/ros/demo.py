@@ -162,7 +162,8 @@ def run_demo(method: str, model_dir: str | None, sim_params: dict, max_time: flo
         def P(d):
             return [Parameter(k, value=v) for k, v in d.items()]
         common = dict(context=context, namespace=ns)
-        sim = SimCameraNode(parameter_overrides=P(sim_params), **common)
+        scene = law.law.model.scene if law is not None else None  # render the scene the model learnt
+        sim = SimCameraNode(scene_config=scene, parameter_overrides=P(sim_params), **common)
         nodes.append(sim)
         if method == "mlvs":
             nodes.append(EncoderNode(model=law.law.model, **common))
