@@ -267,12 +267,13 @@ def test_demo_run_recorded_over_ros_replays_offline_to_the_same_twists(tmp_path)
     """A live run (the demo's nodes over DDS, PBVS on the simulator's pose) recorded with
     BagRecorder, replayed offline with the run's settings: the same twists."""
     from latent_vs.replay import replay_offline
-    from latent_vs.ros.demo import DEMO_SETTINGS, run_demo
-    settings = dict(DEMO_SETTINGS["pbvs"])
-    result = run_demo("pbvs", None, seed=0, max_time=20.0, rate=30.0, settings=settings,
-                      record=str(tmp_path / "demo"), progress=False)
+    from latent_vs.ros.demo import demo_settings, run_demo
+    settings, sim_params = demo_settings("pbvs")
+    result = run_demo("pbvs", None, sim_params, 20.0, settings, record=str(tmp_path / "demo"), progress=False)
     assert result["converged"]
-    res = replay_offline(str(tmp_path / "demo"), ServoSettings(method="pbvs", **settings), progress=False)
+    fields = ServoSettings.__dataclass_fields__
+    replay_settings = ServoSettings(method="pbvs", **{k: v for k, v in settings.items() if k in fields})
+    res = replay_offline(str(tmp_path / "demo"), replay_settings, progress=False)
     tw = res.summary["recorded_twists"]
     assert tw["recorded"] >= 30 and tw["unmatched"] == 0
     assert tw["compared"] + tw["stop_twists"] == tw["recorded"]
