@@ -36,8 +36,18 @@ from .base import ControlLaw
 from .dvs import DVS
 
 DEFAULT_MODELS = ("aevs", "aevs_small")   # models/<name> tried in this order when model_dir is None
-TRAIN_HINT = "latent-vs train config/train_aevs_small.yaml"
+TRAIN_CONFIG = "train_aevs_small.yaml"        # config/<this> trains the small model
 INTERACTIONS = ("esm", "current", "desired")
+
+
+class MissingModelError(UserError):
+    """No trained model of a baseline: `config` is the trainer config that makes one and `out`
+    where the law looks for it first (latent-vs train CONFIG --out OUT), so a harness can train
+    what is missing."""
+
+    def __init__(self, message: str, config: str, out: str):
+        super().__init__(message)
+        self.config, self.out = config, out
 
 
 @dataclass
@@ -52,11 +62,14 @@ class BaselineModel:
     path: str
 
 
-def load_baseline_model(model_dir: str | None, defaults: tuple, kind: str, train_hint: str,
+def load_baseline_model(model_dir: str | None, defaults: tuple, kind: str, config: str,
                         device: str = "cpu") -> BaselineModel:
     """Load models/<name>/{psi.pt, meta.json} of `kind` (written by the trainer through
     learning/export.py); model_dir None tries models/<d> for d in `defaults`, in order.
-    A missing or wrong model raises a UserError naming it and the command that trains it."""
+    A missing model raises MissingModelError naming it and the command that trains it (with the
+    small `config`, into the last of `defaults`); a wrong one a UserError naming the file."""
+    out = paths.model_dir(defaults[-1])
+    train_hint = f"latent-vs train {config} --out {out}"
     from ..learning.export import ModelError, load_torchscript, read_meta, resolve_texture
     if model_dir is not None:
         # `latent-vs bench --model DIR` passes the MLVS model to every learned method: use ours
@@ -71,13 +84,15 @@ def load_baseline_model(model_dir: str | None, defaults: tuple, kind: str, train
         tried = [paths.model_dir(n) for n in defaults]
         found = [d for d in tried if os.path.isfile(os.path.join(d, "meta.json"))]
         if not found:
-            raise UserError(f"no {kind} model found (looked in {', '.join(tried)}); train one with: {train_hint}")
+            raise MissingModelError(f"no {kind} model found (looked in {', '.join(tried)}); train one with: "
+                                    f"{train_hint}", paths.config_file(config), out)
         model_dir = found[0]
     else:
         model_dir = paths.model_dir(model_dir)
     meta_path = os.path.join(model_dir, "meta.json")
     if not os.path.isfile(meta_path):
-        raise UserError(f"{kind} model not found: {meta_path} is missing; train one with: {train_hint}")
+        raise MissingModelError(f"{kind} model not found: {meta_path} is missing; train one with: {train_hint}",
+                                paths.config_file(config), model_dir)
     meta = read_meta(model_dir)
     if meta.get("kind") != kind:
         raise ModelError(f"{meta_path}: a model of kind {meta.get('kind')!r}, not {kind!r}")
@@ -215,5 +230,5 @@ def lm_step(L: np.ndarray, e: np.ndarray, mu: np.ndarray, gain: float) -> np.nda
 def make(model_dir: str | None = None, **kwargs) -> AEVS:
     """Factory for bench/methods.py: the AEVS law on models/aevs (or models/aevs_small).
     kwargs: see AEVS (gain, interaction, depth, border, device, ...)."""
-    model = load_baseline_model(model_dir, DEFAULT_MODELS, "aevs", TRAIN_HINT, device=kwargs.get("device", "cpu"))
+    model = load_baseline_model(model_dir, DEFAULT_MODELS, "aevs", TRAIN_CONFIG, device=kwargs.get("device", "cpu"))
     return AEVS(model, **kwargs)

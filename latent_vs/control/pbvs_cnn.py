@@ -19,7 +19,7 @@ from .aevs import BaselineModel, load_baseline_model, prepare_images
 from .base import ControlLaw
 
 DEFAULT_MODELS = ("pbvs_cnn", "pbvs_cnn_small")   # models/<name> tried in order when model_dir is None
-TRAIN_HINT = "latent-vs train config/train_pbvs_cnn_small.yaml"
+TRAIN_CONFIG = "train_pbvs_cnn_small.yaml"   # config/<this> trains the small model
 
 
 class PBVSCNN(ControlLaw):
@@ -67,5 +67,5 @@ class PBVSCNN(ControlLaw):
 def make(model_dir: str | None = None, **kwargs) -> PBVSCNN:
     """Factory for bench/methods.py: PBVS-CNN on models/pbvs_cnn (or models/pbvs_cnn_small).
     kwargs: gain, device, chunk."""
-    model = load_baseline_model(model_dir, DEFAULT_MODELS, "pbvs_cnn", TRAIN_HINT, device=kwargs.get("device", "cpu"))
+    model = load_baseline_model(model_dir, DEFAULT_MODELS, "pbvs_cnn", TRAIN_CONFIG, device=kwargs.get("device", "cpu"))
     return PBVSCNN(model, **kwargs)
