@@ -56,6 +56,7 @@ class ServoSettings:
     max_angular_speed: float = 0.50        # [rad/s]
     converged_error: float = 0.01
     input_timeout: float = 0.5             # [s]
+    hand_eye: tuple = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)   # camera pose in the command frame: x y z [m] r p y [rad]
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, sort_keys=True)
@@ -63,6 +64,8 @@ class ServoSettings:
     @classmethod
     def from_json(cls, s: str) -> "ServoSettings":
         d = json.loads(s)
+        if "hand_eye" in d:
+            d["hand_eye"] = tuple(float(x) for x in d["hand_eye"])
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
@@ -78,8 +81,9 @@ class ServoPipeline:
             self.law = make_law(settings.method, settings.model_dir, settings.gain, settings.k_neighbors)
             self.controller = ServoController(
                 self.law, Limits(settings.max_linear_speed, settings.max_angular_speed),
-                input_timeout=settings.input_timeout, converged_error=settings.converged_error)
-        except ValueError as e:
+                input_timeout=settings.input_timeout, converged_error=settings.converged_error,
+                hand_eye=geometry.rpy_to_matrix(*[float(x) for x in settings.hand_eye]))
+        except (ValueError, TypeError) as e:
             raise UserError(f"bad controller settings: {e}") from None
         self.kind = self.law.kind
         self.model = getattr(self.law.law, "model", None) if self.kind == "latent" else None
@@ -109,6 +113,10 @@ class ServoPipeline:
             return z
         self.controller.set_goal(image)
         return None
+
+    def to_camera_frame(self, twist: np.ndarray) -> np.ndarray:
+        """A commanded twist (command frame, hand_eye) back in the camera frame."""
+        return geometry.velocity_twist_matrix(geometry.inverse(self.controller.hand_eye)) @ np.asarray(twist, float)
 
     def step(self, y, stamp_s: float | None, now_s: float | None = None):
         """-> (twist (6,) or None: nothing published, state, error norm)."""
@@ -305,7 +313,8 @@ def replay_offline(bag_path: str, settings: ServoSettings | None = None, goal: s
                 tc = time.perf_counter()
                 twist, state, err = pipe.step(y, st * 1e-9)
                 t_ctl += time.perf_counter() - tc
-                rows.append(_row(len(rows), st, first_stamp, log_ns, twist, state, err, T, goal_pose))
+                rows.append(_row(len(rows), st, first_stamp, log_ns, twist, state, err, T, goal_pose,
+                                 None if twist is None else pipe.to_camera_frame(twist)))
                 z_replayed.append(y if pipe.kind == "latent" else None)
             if bar is not None:
                 bar.update(len(buf))
@@ -445,7 +454,7 @@ _NAN6 = [float("nan")] * 6
 TWIST_COLS = ("vx", "vy", "vz", "wx", "wy", "wz")
 
 
-def _row(i, stamp, first_stamp, log_ns, twist, state, err, T, goal_pose) -> dict:
+def _row(i, stamp, first_stamp, log_ns, twist, state, err, T, goal_pose, twist_cam) -> dict:
     r = {"index": i, "t_s": (stamp - first_stamp) * 1e-9, "stamp_ns": stamp, "log_ns": log_ns,
          "state": state, "published": int(twist is not None), "error": err}
     tw = _NAN6 if twist is None else [float(x) for x in twist]
@@ -455,8 +464,8 @@ def _row(i, stamp, first_stamp, log_ns, twist, state, err, T, goal_pose) -> dict
         v_pbvs = _pbvs_twist(goal_pose, T)
         r.update({"t_err_m": float(t_err), "r_err_deg": float(np.degrees(r_err))})
         r.update({f"pbvs_{c}": float(v) for c, v in zip(TWIST_COLS, v_pbvs)})
-        if twist is not None:
-            tw = np.asarray(twist, float)
+        if twist_cam is not None:
+            tw = np.asarray(twist_cam, float)    # PBVS's twist is a camera twist
             r.update({"angle_v_deg": _angle_deg(tw[:3], v_pbvs[:3]), "angle_w_deg": _angle_deg(tw[3:], v_pbvs[3:]),
                       "angle_deg": _angle_deg(tw, v_pbvs)})
         else:
@@ -576,6 +585,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-linear-speed", type=float, help="[m/s]")
     g.add_argument("--max-angular-speed", type=float, help="[rad/s]")
     g.add_argument("--converged-error", type=float, help="latent error below which the controller stops")
+    g.add_argument("--hand-eye", type=float, nargs=6, metavar=("X", "Y", "Z", "R", "P", "Y"),
+                   help="camera pose in the command frame (as the controller's hand_eye parameter)")
     g.add_argument("--image-topic", metavar="T", help="image topic (default: /image, else the Image topic with most messages)")
     g.add_argument("--pose-topic", metavar="T", help="ground-truth camera pose topic (PoseStamped)")
     g.add_argument("--twist-topic", metavar="T", help="recorded command topic to compare against")
@@ -622,7 +633,9 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {k: getattr(args, a) for k, a in (
         ("method", "method"), ("model_dir", "model"), ("gain", "gain"), ("k_neighbors", "k_neighbors"),
         ("max_linear_speed", "max_linear_speed"), ("max_angular_speed", "max_angular_speed"),
-        ("converged_error", "converged_error")) if getattr(args, a) is not None}
+        ("converged_error", "converged_error"), ("hand_eye", "hand_eye")) if getattr(args, a) is not None}
+    if "hand_eye" in overrides:
+        overrides["hand_eye"] = tuple(overrides["hand_eye"])
     if overrides:
         with bags.Bag(args.bag) as bag:
             base = bag.custom_data.get(RUN_KEY)

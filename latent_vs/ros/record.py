@@ -87,7 +87,7 @@ def record_simulation(path: str, settings: ServoSettings, storage: str = "mcap",
                 bag.write("/controller/error_norm", bags.float32_msg(err), t_out)
             if twist is not None:
                 bag.write("/cmd_twist", bags.twist_msg(twist, t_out), t_out)
-                v_applied = np.asarray(twist, float)
+                v_applied = pipe.to_camera_frame(twist)     # the command frame is hand_eye's
                 summary["published"] += 1
             if state != last_state:
                 bag.write("/controller/state", bags.string_msg(state), t_out)
