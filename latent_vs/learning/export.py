@@ -103,6 +103,7 @@ def write_model_dir(out_dir: str, files: dict, meta: dict) -> str:
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="." + os.path.basename(out_dir) + ".tmp-", dir=parent)
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; a model directory is readable by all
     try:
         meta = json.loads(json.dumps(meta, default=_json_default))  # deep copy, JSON-clean
         scene = meta.get("scene")
