@@ -311,3 +311,46 @@ def test_publish_bad_options(pbvs_bag, capsys, args, message):
     rc = cli(["replay", str(pbvs_bag), "--publish", "--wait-subscribers", "0"] + args)
     err = capsys.readouterr().err
     assert rc == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_mlvs_bag_replayed_live_into_encoder_and_controller_nodes(ctx, executor, tmp_path):
+    """The MLVS run recorded in simulation, its goal and camera images published live into
+    the encoder and controller nodes: the nodes command the recorded twists again."""
+    import threading
+    from latent_vs import paths
+    from latent_vs.ros.controller_node import ControllerNode
+    from latent_vs.ros.encoder_node import EncoderNode
+    from latent_vs.servo import make_law
+    model = paths.model_dir("tiny")
+    if not os.path.isfile(os.path.join(model, "meta.json")):
+        pytest.skip("models/tiny is not in this checkout")
+    s = ServoSettings(method="mlvs", model_dir=model)
+    record_simulation(str(tmp_path / "m"), s, "mcap", steps=12, rate=10.0)
+    law = make_law("mlvs", model, gain=s.gain, k_neighbors=s.k_neighbors)
+    executor.add(EncoderNode(model=law.law.model, context=ctx))
+    params = [Parameter("autostart", value=True), Parameter("gain", value=s.gain),
+              Parameter("k_neighbors", value=s.k_neighbors), Parameter("input_timeout", value=5.0),
+              Parameter("max_linear_speed", value=s.max_linear_speed),
+              Parameter("max_angular_speed", value=s.max_angular_speed),
+              Parameter("converged_error", value=s.converged_error)]
+    executor.add(ControllerNode(law=law, parameter_overrides=params, context=ctx))
+    got = []
+    sub = executor.add(rclpy.create_node("sub5", context=ctx))
+    sub.create_subscription(TwistStamped, "cmd_twist", lambda m: got.append(bags_twist(m)), RELIABLE)
+    with bags.Bag(tmp_path / "m") as bag:
+        recorded = np.array([bags.twist_from_msg(bag.decode(m)) for m in bag.messages(["/cmd_twist"])])
+        player = executor.add(BagPublisher(bag, ["/goal_image", "/image"], rate=0.5, context=ctx))
+        assert spin_until(executor, lambda: all(p.get_subscription_count() > 0 for p in player.publishers_.values())
+                          and sub.count_publishers("cmd_twist") > 0, timeout=15.0)
+        th = threading.Thread(target=player.play)
+        th.start()
+        while th.is_alive():
+            executor.spin_once(timeout_sec=0.01)
+        th.join()
+    spin_until(executor, lambda: len(got) >= len(recorded), timeout=5.0)
+    got = np.array(got).reshape(-1, 6)
+    assert len(got) >= 0.6 * len(recorded), (len(got), len(recorded))   # best-effort camera: some may drop
+    idx = [int(np.argmin(np.abs(recorded - g).max(axis=1))) for g in got]
+    assert all(np.abs(recorded[i] - g).max() < 1e-4 for i, g in zip(idx, got))
+    assert idx == sorted(idx)
