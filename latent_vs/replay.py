@@ -404,36 +404,47 @@ def _attach_recorded(rows: list[dict], z_replayed: list, latents: dict, input_lo
     twists when it publishes them, so otherwise a twist belongs to one of the last
     MATCH_WINDOW images whose controller input (latent for MLVS, camera pose for PBVS, image
     for DVS) was logged before it: the newest, unless an older one's replayed twist equals
-    it (the controller lagged a frame behind). A faithful replay gives a
+    it (the controller lagged a frame behind), or one logged up to half a frame after it
+    (the recorder took the twist first). A faithful replay gives a
     difference of ~0 for every recorded twist; one that is not shows the difference. Zero
     twists with no zero replayed twist near them are the controller's stop commands (shut
-    down, disabled) and are counted apart. Returns the comparison statistics."""
+    down, disabled), and twists for inputs where the replayed controller sent nothing
+    (e.g. it had converged), are counted apart. Returns the comparison statistics."""
     anchors = np.array([input_log.get(r["stamp_ns"], r["log_ns"]) for r in rows], np.int64)
     order = np.argsort(anchors, kind="stable")
+    # a recorder may log an input a little after the twist it caused (callback order in a
+    # multi-threaded executor): exact matches are also looked for up to half a frame later
+    slack = int(0.5 * np.median(np.diff(anchors[order]))) if len(rows) > 2 else 0
     cmd = np.array([[r[f"cmd_{c}"] for c in TWIST_COLS] for r in rows], float).reshape(-1, 6)
     row_of_stamp = {r["stamp_ns"]: i for i, r in enumerate(rows)}
     best: dict[int, tuple[float, np.ndarray]] = {}
-    diffs, stops, unmatched = [], 0, 0
+    diffs, stops, unmatched, silent = [], 0, 0, 0
     for t_log, v, st in zip(tw_log, tw_vals, tw_stamps):
         v = np.asarray(v, float)
         i = row_of_stamp.get(st)
         if i is None:
             k = int(np.searchsorted(anchors[order], t_log, side="right"))
-            cands = [int(j) for j in order[max(0, k - MATCH_WINDOW):k] if rows[int(j)]["published"]]
+            cands = [int(j) for j in order[max(0, k - MATCH_WINDOW):k]]
             if not cands:
-                unmatched += 1
+                unmatched += 1                  # logged before any replayed input
                 continue
             i = cands[-1]                       # the newest input before the twist, unless
             tol = 1e-9 + 1e-4 * float(np.max(np.abs(v)))   # an older one gave this twist (lag)
-            if float(np.max(np.abs(cmd[i] - v))) > tol:
-                exact = [j for j in cands if float(np.max(np.abs(cmd[j] - v))) <= tol]
+            if not (rows[i]["published"] and float(np.max(np.abs(cmd[i] - v))) <= tol):
+                k2 = int(np.searchsorted(anchors[order], t_log + slack, side="right"))
+                near = [int(j) for j in order[max(0, k - MATCH_WINDOW):k2]]
+                exact = [j for j in near if rows[j]["published"] and float(np.max(np.abs(cmd[j] - v))) <= tol]
                 i = exact[-1] if exact else i
-        d = float(np.max(np.abs(cmd[i] - v))) if rows[i]["published"] else float("inf")
-        if not np.any(v) and d > 0:
-            stops += 1
-            continue
-        diffs.append(d)
-        if i not in best or d < best[i][0]:
+        if rows[i]["published"]:
+            d = float(np.max(np.abs(cmd[i] - v)))
+            if not np.any(v) and d > 0:
+                stops += 1
+            else:
+                diffs.append(d)
+        else:
+            d = float("nan")                    # the replayed controller sent nothing for this input
+            silent += 1
+        if i not in best or not (best[i][0] <= d):
             best[i] = (d, v)
     for i, r in enumerate(rows):
         d, v = best.get(i, (float("nan"), None))
@@ -445,9 +456,10 @@ def _attach_recorded(rows: list[dict], z_replayed: list, latents: dict, input_lo
                                                                     and zr[1].shape == z.shape) else float("nan")
     d = np.array(diffs, float)
     return {"recorded": len(tw_vals), "compared": int(d.size), "stop_twists": stops, "unmatched": unmatched,
+            "replay_sent_nothing": silent,
             "max_abs_diff": float(d.max()) if d.size else None,
             "median_abs_diff": float(np.median(d)) if d.size else None,
-            "match": "header stamp, else nearest of the last %d inputs logged before the twist" % MATCH_WINDOW}
+            "match": "header stamp, else the newest input logged before the twist (or an older/just later one that gave it exactly)"}
 
 
 _NAN6 = [float("nan")] * 6

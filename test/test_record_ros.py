@@ -276,7 +276,7 @@ def test_demo_run_recorded_over_ros_replays_offline_to_the_same_twists(tmp_path)
     res = replay_offline(str(tmp_path / "demo"), replay_settings, progress=False)
     tw = res.summary["recorded_twists"]
     assert tw["recorded"] >= 30 and tw["unmatched"] == 0
-    assert tw["compared"] + tw["stop_twists"] == tw["recorded"]
+    assert tw["compared"] + tw["stop_twists"] == tw["recorded"] and tw["replay_sent_nothing"] == 0
     assert tw["max_abs_diff"] < 1e-9
     assert res.summary["final_state"] == "converged"
 
