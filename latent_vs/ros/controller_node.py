@@ -260,8 +260,8 @@ class ControllerNode(Node):
 
     def _process(self, y, stamp_s: float | None) -> None:
         """One input: safety state machine, error diagnostics, twist."""
-        twist, _state = self.ctl.update(y, stamp_s, self._now_s())
-        if np.isfinite(self.ctl.error_norm) and self.ctl.has_goal and self.ctl.enabled:
+        twist, state = self.ctl.update(y, stamp_s, self._now_s())
+        if state in ("servoing", "converged") and np.isfinite(self.ctl.error_norm):  # the error of this input
             self.err_pub.publish(Float32(data=float(self.ctl.error_norm)))
         self._emit(twist)
 
