@@ -589,8 +589,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--goal-time", type=float, metavar="T",
                    help="goal = the bag image nearest T seconds after the bag's start "
                         "(default: the bag's /goal_image, else its last image)")
-    g.add_argument("--model", metavar="DIR", help="model directory (default: the one the run was recorded with, "
-                                                   "else models/default)")
+    g.add_argument("--model", metavar="DIR", help="model directory, implies --method mlvs (default: the one the "
+                                                   "run was recorded with, else models/default)")
     g.add_argument("--method", choices=METHODS, help="control law (default: the recorded run's, else mlvs)")
     g.add_argument("--gain", type=float, help="control gain λ [1/s]")
     g.add_argument("--k-neighbors", type=int, help="K of the MLVS KNN interpolation (eq. 13)")
@@ -632,6 +632,10 @@ def main(argv: list[str] | None = None) -> int:
         return main_publish(args)
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.max_images is not None and args.max_images < 1:
+        raise UserError(f"--max-images must be >= 1, got {args.max_images}")
+    if args.model is not None and args.method is None:
+        args.method = "mlvs"           # a model means the learned controller
     if args.encoding is not None:
         from .imageconv import SUPPORTED_ENCODINGS
         if args.encoding.lower() not in SUPPORTED_ENCODINGS:

@@ -266,3 +266,21 @@ def test_encoding_override_that_does_not_fit_the_data(sim_bags, tmp_path, capsys
                             "--out", str(tmp_path / "o")], capsys)
     line = _one_error_line(rc, err)
     assert "image" in line and "bytes" in line
+
+
+def test_record_sim_command_and_its_bad_input(tmp_path, capsys):
+    rc = cli(["record", str(tmp_path / "r"), "--sim", "--method", "pbvs", "--steps", "5", "--storage", "sqlite3"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "wrote" in out and "5 frames" in out
+    with bags.Bag(tmp_path / "r") as b:
+        assert b.topics["/image"].count == 5 and (tmp_path / "r" / "r.db3").is_file()
+    for argv, message in (
+            ([str(tmp_path / "r"), "--sim", "--method", "pbvs"], "already exists"),
+            ([str(tmp_path / "s"), "--sim", "--method", "pbvs", "--encoding", "yuv422"], "unknown --encoding 'yuv422'"),
+            ([str(tmp_path / "s"), "--sim", "--model", str(tmp_path / "nomodel")], "nomodel"),
+            ([str(tmp_path / "s"), "--sim", "--method", "pbvs", "--steps", "0"], "--steps must be >= 1"),
+            ([str(tmp_path / "nodir" / "s"), "--sim", "--method", "pbvs"], "directory does not exist")):
+        rc = cli(["record"] + argv)
+        err = capsys.readouterr().err
+        assert rc == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "s").exists() and not (tmp_path / "s.partial").exists()

@@ -317,6 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     if a.sim:
+        from ..imageconv import SUPPORTED_ENCODINGS
+        if a.encoding.lower() not in SUPPORTED_ENCODINGS:
+            raise UserError(f"unknown --encoding '{a.encoding}' (supported: {', '.join(SUPPORTED_ENCODINGS)})")
+        if a.size < 16:
+            raise UserError(f"--size must be at least 16 px, got {a.size}")
         s = ServoSettings(method=a.method, model_dir=a.model, gain=a.gain, k_neighbors=a.k_neighbors,
                           max_linear_speed=a.max_linear_speed, max_angular_speed=a.max_angular_speed,
                           converged_error=a.converged_error)
