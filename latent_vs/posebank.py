@@ -1,0 +1,327 @@
+"""The pose bank of the MLVS controller (paper III-D): poses r_j, their embeddings z_r_j = φ(r_j)
+in a FAISS index, and the latent interaction matrix interpolated from the K nearest (eq. 13).
+
+Poses are φ's input Δr = c*r_c (the camera pose seen from the goal). The bank is the
+authors' 6-D grid (10 steps per DOF over ±0.4 m in x, y, z and ±45°, ±45°, ±90° in θu,
+i.e. 10^6 poses) plus 10^4 poses near the goal.
+
+Memory: the bank keeps the poses (N×6 float32) and the FAISS index (N×D float32 + ids);
+it does NOT store the N latent interaction matrices L_z_j (10^6 × 32 × 6 floats = 0.77 GB).
+Instead L_z_j = ∂φ/∂r(r_j) · L_r(r_j) (eq. 5) is computed on the fly, in forward mode, for
+the K neighbours of each query only — a few hundred microseconds for K = 50.
+
+Jacobian modes of `interaction`:
+  * "knn": eq. 13, L_z = Σ_j α_j L_z_j over the K nearest, α_j ∝ ‖z_r_j − z_I‖ ("proportional",
+    as printed) or ∝ 1/‖z_r_j − z_I‖ ("inverse", the authors' code / scikit-learn's
+    weights="distance");
+  * "refine": the nearest pose r̂ refined by a few Gauss–Newton steps on ‖φ(r) − z_I‖, then
+    the exact L_z at r̂ (also gives a pose estimate r̂ of the camera seen from the goal).
+
+The index is an IndexIVFFlat (nprobe tuned by recall against brute force on real latents),
+or an exact IndexFlatL2 for small banks. A built bank is cached on disk keyed by the hash of
+φ's weights and the bank settings (see `load_or_build`).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import time
+import zipfile
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from .errors import UserError
+from .geometry import L_pose
+
+BANK_VERSION = 1
+
+
+class BankError(UserError):
+    """A pose bank cache file that cannot be read (names the file)."""
+
+
+# ----------------------------------------------------------------------------- Jacobians of φ
+def phi_jacobian(phi, r: torch.Tensor) -> torch.Tensor:
+    """∂φ/∂r at each row of r (B, 6) -> (B, D, 6), forward mode (works on TorchScript φ)."""
+    from torch.func import jacfwd, vmap
+    with torch.no_grad():
+        return vmap(jacfwd(phi))(r)
+
+
+def latent_interaction(phi, r: np.ndarray, dtype=torch.float32) -> np.ndarray:
+    """L_z = ∂φ/∂r · L_r at poses r (B, 6) -> (B, D, 6) (paper III-D with eq. 5)."""
+    r = np.asarray(r, dtype=np.float64)
+    J = phi_jacobian(phi, torch.as_tensor(r, dtype=dtype)).numpy().astype(np.float64)
+    return J @ L_pose(r)
+
+
+def knn_weights(dist: np.ndarray, weighting: str = "inverse") -> np.ndarray:
+    """Eq. 13's α_j from neighbour distances (B, K) -> (B, K), rows summing to 1.
+
+    "proportional": α_j = d_j / Σ_k d_k (eq. 13 as printed);
+    "inverse": α_j = (1/d_j) / Σ_k (1/d_k) (the authors' code); a neighbour at distance 0
+    takes all the weight (as scikit-learn does)."""
+    dist = np.asarray(dist, dtype=np.float64)
+    if weighting == "proportional":
+        s = dist.sum(-1, keepdims=True)
+        return np.where(s > 0, dist / np.where(s > 0, s, 1.0), 1.0 / dist.shape[-1])
+    if weighting == "inverse":
+        zero = dist <= 1e-12
+        w = np.where(zero.any(-1, keepdims=True), zero.astype(np.float64), 1.0 / np.maximum(dist, 1e-12))
+        return w / w.sum(-1, keepdims=True)
+    if weighting == "uniform":
+        return np.full(dist.shape, 1.0 / dist.shape[-1])
+    raise ValueError(f"unknown weighting '{weighting}' (proportional, inverse, uniform)")
+
+
+# ----------------------------------------------------------------------------- pose sets
+def grid_poses(steps: int = 10, t_max: float = 0.4, r_max_deg=(45.0, 45.0, 90.0)) -> np.ndarray:
+    """The authors' 6-D grid of Δr = (t, θu): `steps` values per DOF, (steps^6, 6) float32."""
+    axes = [np.linspace(-t_max, t_max, steps)] * 3 + [np.deg2rad(np.linspace(-m, m, steps)) for m in r_max_deg]
+    mesh = np.meshgrid(*axes, indexing="ij")
+    return np.stack([m.reshape(-1) for m in mesh], -1).astype(np.float32)
+
+
+def near_goal_poses(n: int = 10_000, seed: int = 0, t_max: float = 0.05, r_max_deg: float = 10.0) -> np.ndarray:
+    """Poses oversampled near the goal: random directions, magnitudes log-uniform from 1/100
+    of the maximum (5 cm, 10°) up to it, plus the goal itself. (n, 6) float32."""
+    rng = np.random.default_rng(seed)
+    dt = rng.normal(size=(n, 3))
+    dr = rng.normal(size=(n, 3))
+    dt *= (t_max * 10 ** rng.uniform(-2, 0, n) / np.linalg.norm(dt, axis=1))[:, None]
+    dr *= (np.deg2rad(r_max_deg) * 10 ** rng.uniform(-2, 0, n) / np.linalg.norm(dr, axis=1))[:, None]
+    out = np.concatenate([dt, dr], 1)
+    out[0] = 0.0
+    return out.astype(np.float32)
+
+
+@dataclass
+class BankConfig:
+    """How the bank is built (part of the cache key)."""
+    grid_steps: int = 10                 # values per DOF on the grid (10 -> 10^6 poses)
+    t_max: float = 0.4                   # grid half-range in translation [m]
+    r_max_deg: tuple = (45.0, 45.0, 90.0)  # grid half-ranges of θu [deg]
+    near_goal: int = 10_000              # extra poses near the goal
+    index: str = "ivf"                   # "ivf" (IndexIVFFlat) or "flat" (exact)
+    nlist: int = 0                       # IVF lists (0: sqrt(N), at least 1)
+    nprobe: int = 16                     # IVF lists visited per query
+    seed: int = 0
+
+    def key(self) -> dict:
+        d = asdict(self)
+        d.pop("nprobe")                  # a search setting, not part of what is built
+        d["r_max_deg"] = list(self.r_max_deg)
+        return d
+
+
+def phi_hash(phi) -> str:
+    """sha256 of φ's weights and buffers (identical φ -> identical key)."""
+    h = hashlib.sha256()
+    for k, v in sorted(phi.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+@torch.no_grad()
+def embed(phi, poses: np.ndarray, batch: int = 65536, progress: bool = False) -> np.ndarray:
+    """z_r = φ(r) in batches, (N, 6) -> (N, D) float32."""
+    chunks = range(0, len(poses), batch)
+    if progress:
+        from tqdm import tqdm
+        chunks = tqdm(chunks, desc="φ(bank)", unit="batch", leave=False)
+    return np.concatenate([phi(torch.as_tensor(poses[i:i + batch], dtype=torch.float32)).numpy()
+                           for i in chunks]).astype(np.float32)
+
+
+class PoseBank:
+    """Poses (N, 6), their φ embeddings in a FAISS index, and eq. 13.
+
+    bank.search(z, k) -> (dist (B, k), idx (B, k)); bank.interaction(z, k, ...) -> L_z (B, D, 6)."""
+
+    def __init__(self, phi, poses: np.ndarray, index, config: BankConfig, key: str = "", build_s: float = 0.0):
+        self.phi, self.poses, self.index, self.config, self.key = phi, poses, index, config, key
+        self.build_s = build_s
+        self.set_nprobe(config.nprobe)
+
+    # -- building
+    @classmethod
+    def build(cls, phi, config: BankConfig = BankConfig(), progress: bool = False) -> "PoseBank":
+        import faiss
+        t0 = time.time()
+        parts = []
+        if config.grid_steps > 0:
+            parts.append(grid_poses(config.grid_steps, config.t_max, config.r_max_deg))
+        if config.near_goal > 0:
+            parts.append(near_goal_poses(config.near_goal, config.seed))
+        if not parts:
+            raise ValueError("empty pose bank (grid_steps = 0 and near_goal = 0)")
+        poses = np.concatenate(parts)
+        z = embed(phi, poses, progress=progress)
+        index = make_index(z, config)
+        return cls(phi, poses, index, config, key=bank_key(phi, config), build_s=time.time() - t0)
+
+    def set_nprobe(self, nprobe: int) -> None:
+        import faiss
+        ivf = faiss.try_extract_index_ivf(self.index) if not isinstance(self.index, faiss.IndexFlat) else None
+        if ivf is not None:
+            ivf.nprobe = int(min(nprobe, ivf.nlist))
+        self.config.nprobe = int(nprobe)
+
+    def __len__(self) -> int:
+        return len(self.poses)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.index.d
+
+    def nbytes(self) -> int:
+        """Bytes held by the poses and the index (vectors + ids + coarse centroids)."""
+        import faiss
+        n = self.poses.nbytes + self.index.ntotal * self.index.d * 4
+        ivf = faiss.try_extract_index_ivf(self.index) if not isinstance(self.index, faiss.IndexFlat) else None
+        if ivf is not None:
+            n += self.index.ntotal * 8 + ivf.nlist * self.index.d * 4
+        return n
+
+    # -- queries
+    def search(self, z: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """K nearest bank embeddings of z (B, D): Euclidean distances (B, k) and row ids (B, k)."""
+        z = np.ascontiguousarray(np.atleast_2d(z), dtype=np.float32)
+        d2, idx = self.index.search(z, int(k))
+        if (idx < 0).any():  # IVF found fewer than k in its probed lists: visit them all
+            import faiss
+            ivf = faiss.try_extract_index_ivf(self.index)
+            old = ivf.nprobe
+            ivf.nprobe = ivf.nlist
+            bad = (idx < 0).any(1)
+            d2[bad], idx[bad] = self.index.search(z[bad], int(k))
+            ivf.nprobe = old
+        return np.sqrt(np.maximum(d2, 0.0)), idx
+
+    def interaction(self, z: np.ndarray, k: int = 50, weighting: str = "inverse", mode: str = "knn",
+                    refine_steps: int = 3) -> tuple[np.ndarray, np.ndarray]:
+        """Latent interaction matrix at z_I (B, D) -> (L_z (B, D, 6), pose estimate (B, 6)).
+
+        mode "knn": eq. 13 over the k nearest (pose estimate = α-weighted mean of their poses);
+        mode "refine": nearest pose refined by Gauss–Newton on ‖φ(r) − z_I‖, exact L_z there."""
+        z = np.atleast_2d(np.asarray(z, dtype=np.float32))
+        if mode == "knn":
+            dist, idx = self.search(z, k)
+            r = self.poses[idx].astype(np.float64)                      # (B, k, 6)
+            L = latent_interaction(self.phi, r.reshape(-1, 6)).reshape(len(z), k, -1, 6)
+            alpha = knn_weights(dist, weighting)                         # eq. 13
+            return np.einsum("bk,bkij->bij", alpha, L), np.einsum("bk,bki->bi", alpha, r)
+        if mode == "refine":
+            _, idx = self.search(z, 1)
+            r_hat = refine_pose(self.phi, self.poses[idx[:, 0]].astype(np.float64), z, refine_steps)
+            return latent_interaction(self.phi, r_hat), r_hat
+        raise ValueError(f"unknown mode '{mode}' (knn, refine)")
+
+    # -- disk cache
+    def save(self, path: str) -> None:
+        """Write the bank to `path` (an .npz) atomically: temp name, then rename."""
+        import faiss
+        meta = {"version": BANK_VERSION, "key": self.key, "config": self.config.key(), "build_s": self.build_s}
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "wb") as f:
+            np.savez(f, poses=self.poses, index=faiss.serialize_index(self.index),
+                     meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str, phi, config: BankConfig | None = None) -> "PoseBank":
+        """Read a bank written by save(); BankError (naming the file) if unreadable or if it
+        was built for another φ / other settings than `config`."""
+        import faiss
+        try:
+            with np.load(path) as f:
+                meta = json.loads(bytes(f["meta"]).decode())
+                poses = f["poses"]
+                index = faiss.deserialize_index(f["index"])
+        except FileNotFoundError:
+            raise BankError(f"pose bank file not found: {path}") from None
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, RuntimeError, EOFError, json.JSONDecodeError) as e:
+            raise BankError(f"pose bank file {path} is unreadable or truncated ({type(e).__name__}: {e})") from None
+        if meta.get("version") != BANK_VERSION:
+            raise BankError(f"pose bank file {path} has version {meta.get('version')}, expected {BANK_VERSION}")
+        cfg = config or BankConfig(**{**meta["config"], "r_max_deg": tuple(meta["config"]["r_max_deg"])})
+        if meta["key"] != bank_key(phi, cfg):
+            raise BankError(f"pose bank file {path} was built for another φ or other bank settings")
+        if index.ntotal != len(poses):
+            raise BankError(f"pose bank file {path} is inconsistent ({index.ntotal} embeddings, {len(poses)} poses)")
+        return cls(phi, poses, index, cfg, key=meta["key"], build_s=meta.get("build_s", 0.0))
+
+
+def bank_key(phi, config: BankConfig) -> str:
+    h = hashlib.sha256((phi_hash(phi) + json.dumps(config.key(), sort_keys=True)).encode())
+    return h.hexdigest()
+
+
+def make_index(z: np.ndarray, config: BankConfig):
+    """FAISS index over z (N, D): IndexIVFFlat (k-means on ≤ 32·nlist samples) or IndexFlatL2."""
+    import faiss
+    n, d = z.shape
+    if config.index == "flat" or n < 10_000:
+        index = faiss.IndexFlatL2(d)
+        index.add(z)
+        return index
+    if config.index != "ivf":
+        raise ValueError(f"unknown index '{config.index}' (ivf, flat)")
+    nlist = config.nlist or max(1, int(np.sqrt(n)))
+    quantizer = faiss.IndexFlatL2(d)
+    index = faiss.IndexIVFFlat(quantizer, d, nlist)
+    rng = np.random.default_rng(config.seed)
+    train = z[rng.choice(n, size=min(n, 32 * nlist), replace=False)]
+    index.train(train)
+    index.add(z)
+    return index
+
+
+def default_cache_dir() -> str:
+    return os.environ.get("LATENT_VS_CACHE",
+                          os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "latent_vs"))
+
+
+def load_or_build(phi, config: BankConfig = BankConfig(), cache_dir: str | None = None,
+                  progress: bool = False) -> PoseBank:
+    """The bank for (φ, config): read from the cache if there, else built and cached.
+
+    A cache file that is unreadable or truncated is rebuilt (and overwritten). cache_dir ""
+    disables the cache."""
+    cache_dir = default_cache_dir() if cache_dir is None else cache_dir
+    if not cache_dir:
+        return PoseBank.build(phi, config, progress=progress)
+    path = os.path.join(cache_dir, f"posebank-{bank_key(phi, config)[:24]}.npz")
+    if os.path.exists(path):
+        try:
+            bank = PoseBank.load(path, phi, config)
+            bank.set_nprobe(config.nprobe)
+            return bank
+        except BankError as e:
+            import warnings
+            warnings.warn(f"{e}; rebuilding it")
+    bank = PoseBank.build(phi, config, progress=progress)
+    try:
+        os.makedirs(cache_dir, exist_ok=True)
+        bank.save(path)
+    except OSError as e:  # a read-only cache is not fatal
+        import warnings
+        warnings.warn(f"could not cache the pose bank in {path}: {e}")
+    return bank
+
+
+def refine_pose(phi, r0: np.ndarray, z: np.ndarray, steps: int = 3, dtype=torch.float32) -> np.ndarray:
+    """Gauss–Newton on ‖φ(r) − z‖ from r0 (B, 6): r ← r − (∂φ/∂r)⁺ (φ(r) − z). Returns (B, 6)."""
+    r = torch.as_tensor(r0, dtype=dtype).clone()
+    zt = torch.as_tensor(np.atleast_2d(z), dtype=dtype)
+    for _ in range(steps):
+        with torch.no_grad():
+            res = phi(r) - zt
+        J = phi_jacobian(phi, r)
+        r = r - (torch.linalg.pinv(J) @ res[..., None])[..., 0]
+    return r.double().numpy()
