@@ -329,10 +329,12 @@ class Bag:
     """
 
     def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        p = self.path
+        p = Path(path)
         if not p.exists():
             raise BagError(f"bag not found: {p}")
+        if p.is_file() and (p.parent / "metadata.yaml").is_file():
+            p = p.parent            # the storage file of a bag directory: read the whole bag
+        self.path = p
         if p.name.endswith(PARTIAL_SUFFIX) or (p.is_dir() and not (p / "metadata.yaml").exists()):
             if p.name.endswith(PARTIAL_SUFFIX) or any(p.glob("**/*.mcap")) or any(p.glob("**/*.db3")):
                 raise BagError(f"bag {p} is incomplete: the recording was interrupted before it was closed "

@@ -284,3 +284,18 @@ def test_record_sim_command_and_its_bad_input(tmp_path, capsys):
         err = capsys.readouterr().err
         assert rc == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "s").exists() and not (tmp_path / "s.partial").exists()
+
+
+@pytest.mark.parametrize("storage", bags.STORAGES)
+def test_bare_storage_file_is_a_bag_too(sim_bags, tmp_path, storage, capsys):
+    """A lone .mcap / .db3 (no metadata.yaml) still reads; one inside a bag directory reads
+    as the whole bag (with its metadata)."""
+    import shutil
+    f = _storage_file(sim_bags / storage)
+    lone = shutil.copy(f, tmp_path / f.name)
+    with bags.Bag(lone) as b:
+        assert b.topics["/image"].count == 20 and RUN_KEY not in b.custom_data
+    with bags.Bag(f) as b:
+        assert b.path == sim_bags / storage and RUN_KEY in b.custom_data
+    rc, out, err = run_cli(["replay", str(lone), "--quiet", "--method", "pbvs", "--out", str(tmp_path / "o")], capsys)
+    assert rc == 0, err
