@@ -227,6 +227,7 @@ class ServoController:
         self.set_hand_eye(np.eye(4) if hand_eye is None else hand_eye)
         self.enabled = bool(enabled)
         self.has_goal = False
+        self._goal = None
         self.state = IDLE
         self.error_norm = float("nan")
         self.last_stamp: float | None = None  # capture time of the last input used [s]
@@ -246,8 +247,13 @@ class ServoController:
         self._V = geometry.velocity_twist_matrix(T)
 
     def set_goal(self, goal) -> None:
-        """A new goal measurement (z*, oT_c* or I* for the law's kind); clears 'converged'."""
+        """A new goal measurement (z*, oT_c* or I* for the law's kind); clears 'converged'.
+        The same goal again (e.g. a goal image re-sent to a new subscriber) changes nothing."""
+        goal = np.asarray(goal)
+        if self.has_goal and self._goal.shape == goal.shape and np.array_equal(self._goal, goal):
+            return
         self.law.set_goal(goal)
+        self._goal = goal.copy()
         self.has_goal = True
         if self.state == CONVERGED:
             self.state = SERVOING if self.enabled else IDLE

@@ -52,6 +52,8 @@ def test_closed_loop_converges_within_limits_and_stops_with_one_zero():
     np.testing.assert_array_equal(twists[-1], np.zeros(6))  # the one zero on converging
     twist, state = ctl.update(T, stamp_s=0.0, now_s=0.0)  # latched: nothing more is sent
     assert (twist, state) == (None, CONVERGED)
+    ctl.set_goal(GOAL.copy())  # the same goal re-sent: still latched
+    assert ctl.update(T, 0.0, 0.0) == (None, CONVERGED)
     ctl.set_goal(GOAL @ geometry.pose_to_matrix([0.05, 0, 0, 0, 0, 0]))  # a new goal clears the latch
     twist, state = ctl.update(T, 0.0, 0.0)
     assert state == SERVOING and twist[0] > 0
