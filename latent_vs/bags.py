@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -450,11 +449,3 @@ TWIST_TYPES = (TWIST, TWIST_UNSTAMPED)
 def _one_line(e: BaseException) -> str:
     s = " ".join(str(e).split()) or type(e).__name__
     return s if len(s) <= 160 else s[:157] + "..."
-
-
-def remove_partial(path: str | os.PathLike) -> None:
-    """Delete an interrupted recording `path.partial` (used by tests and `record --force`)."""
-    p = Path(path)
-    p = p if p.name.endswith(PARTIAL_SUFFIX) else p.with_name(p.name + PARTIAL_SUFFIX)
-    if p.exists():
-        shutil.rmtree(p)

@@ -299,3 +299,13 @@ def test_bare_storage_file_is_a_bag_too(sim_bags, tmp_path, storage, capsys):
         assert b.path == sim_bags / storage and RUN_KEY in b.custom_data
     rc, out, err = run_cli(["replay", str(lone), "--quiet", "--method", "pbvs", "--out", str(tmp_path / "o")], capsys)
     assert rc == 0, err
+
+
+def test_image_topic_without_messages(tmp_path, capsys):
+    from rosbags.rosbag2 import Writer
+    with Writer(tmp_path / "z", version=9) as w:   # a bag that declares /image but never got one
+        w.add_connection("/image", bags.IMAGE, typestore=bags.TYPESTORE)
+        c = w.add_connection("/cmd_twist", bags.TWIST, typestore=bags.TYPESTORE)
+        w.write(c, 5, bags.TYPESTORE.serialize_cdr(bags.twist_msg(np.zeros(6), 5), bags.TWIST))
+    rc, out, err = run_cli(["replay", str(tmp_path / "z"), "--quiet"], capsys)
+    assert "image topic /image" in _one_error_line(rc, err) and "has no messages" in err
