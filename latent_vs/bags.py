@@ -165,6 +165,14 @@ def matrix_from_quaternion(x: float, y: float, z: float, w: float) -> np.ndarray
 
 # ---------------------------------------------------------------- message decoding
 
+def has_header(msgtype: str) -> bool:
+    """Whether messages of this type start with a std_msgs/Header (stamped types)."""
+    t = _T.get(msgtype)
+    fields = getattr(t, "__dataclass_fields__", {})
+    return "header" in fields
+
+
+
 def stamp_ns(msg) -> int:
     """header.stamp of a stamped message in ns."""
     s = msg.header.stamp

@@ -354,3 +354,25 @@ def test_mlvs_bag_replayed_live_into_encoder_and_controller_nodes(ctx, executor,
     idx = [int(np.argmin(np.abs(recorded - g).max(axis=1))) for g in got]
     assert all(np.abs(recorded[i] - g).max() < 1e-4 for i, g in zip(idx, got))
     assert idx == sorted(idx)
+
+
+def test_live_replay_restamps_latents_in_their_label(ctx, executor, tmp_path):
+    from std_msgs.msg import Float32MultiArray
+    from latent_vs.ros.convert import msg_to_latent
+    t0 = 1_000_000_000_000
+    with bags.BagWriter(tmp_path / "lat") as w:
+        for i in range(5):
+            w.write("/latent", bags.latent_msg(np.full(8, i, np.float32), t0 + i * 10**8, "cam"), t0 + i * 10**8 + 5)
+    got = []
+    sub = executor.add(rclpy.create_node("sub6", context=ctx))
+    sub.create_subscription(Float32MultiArray, "/latent", got.append, RELIABLE)
+    with bags.Bag(tmp_path / "lat") as bag:
+        player = executor.add(BagPublisher(bag, rate=5.0, context=ctx))
+        assert spin_until(executor, lambda: player.publishers_["/latent"].get_subscription_count() > 0)
+        t_start = time.time_ns()
+        player.play()
+    assert spin_until(executor, lambda: len(got) == 5)
+    out = [msg_to_latent(m) for m in got]
+    assert [float(z[0]) for z, _, _ in out] == [0, 1, 2, 3, 4] and all(f == "cam" for _, _, f in out)
+    st = np.array([s for _, s, _ in out])
+    assert st[0] >= t_start * 1e-9 - 1e-3 and np.allclose(np.diff(st), 0.1 / 5.0, atol=1e-6)

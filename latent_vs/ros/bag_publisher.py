@@ -3,8 +3,9 @@ BAG --publish [--rate F]`), so the encoder and controller nodes run from a bag e
 from a camera.
 
 Messages go out as the bag's raw CDR bytes (no conversion; Jazzy types on both sides), each
-at start + (log time − first log time) / rate. By default header stamps are shifted to the
-playback clock (what a live camera would stamp; the controller's staleness check needs it);
+at start + (log time − first log time) / rate. By default header stamps (and the image stamp
+in a latent's label) are shifted to the playback clock (what a live camera would stamp; the
+controller's staleness check needs it);
 --keep-stamps publishes them as recorded. Publishers are reliable (keep last 100): they
 match both reliable and best-effort (sensor-data) subscribers.
 """
@@ -68,13 +69,22 @@ class BagPublisher(Node):
         return any(p.get_subscription_count() > 0 for p in self.publishers_.values())
 
     def _restamped(self, m: bags.Message, offset_ns: int, t_bag0: int) -> bytes:
-        msg = self.bag.decode(m)
-        if not hasattr(msg, "header"):
+        """The message with its stamp moved to the playback clock: start + (stamp − first
+        log time) / rate. Stamped messages and latents (stamp in the label) are rewritten;
+        anything else goes out as recorded."""
+        if m.msgtype == bags.LATENT:
+            msg = self.bag.decode(m)
+            st = bags.latent_stamp_ns(msg)
+            if st is None:
+                return m.raw
+            frame = msg.layout.dim[0].label.partition(" frame=")[2]
+            new = bags.latent_msg(msg.data, max(offset_ns + int((st - t_bag0) / self.rate), 0), frame)
+            return bytes(bags.TYPESTORE.serialize_cdr(new, m.msgtype))
+        if not bags.has_header(m.msgtype):
             return m.raw
-        # the playback time of this stamp: start + (stamp − first log time) / rate
+        msg = self.bag.decode(m)
         st = bags.stamp_ns(msg)
-        new = offset_ns + int((st - t_bag0) / self.rate)
-        msg.header.stamp = bags.time_msg(max(new, 0))
+        msg.header.stamp = bags.time_msg(max(offset_ns + int((st - t_bag0) / self.rate), 0))
         return bytes(bags.TYPESTORE.serialize_cdr(msg, m.msgtype))
 
     def play(self, progress: bool = False) -> dict:
