@@ -534,15 +534,21 @@ def plot(res: ReplayResult, path: Path, title: str = "") -> None:
         a2.legend(loc="upper right", fontsize=7)
     ax[0].legend(loc="upper center", fontsize=7)
     colors = ["tab:blue", "tab:orange", "tab:green"]
+    from matplotlib.lines import Line2D
     for k, (part, unit) in enumerate((("v", "m/s"), ("w", "rad/s"))):
         a = ax[1 + k]
         for j, c in enumerate("xyz"):
             if res.has_recorded:
-                a.plot(t, col(f"rec_{part}{c}"), color=colors[j], lw=3.5, alpha=0.3, label=f"{part}_{c} recorded")
-            a.plot(t, col(f"cmd_{part}{c}"), color=colors[j], lw=1.0, label=f"{part}_{c} replayed")
-        a.set_ylabel(f"{'v' if part == 'v' else 'ω'} [{unit}]")
+                a.plot(t, col(f"rec_{part}{c}"), color=colors[j], lw=3.5, alpha=0.3)
+            a.plot(t, col(f"cmd_{part}{c}"), color=colors[j], lw=1.0)
+        sym = "v" if part == "v" else "ω"
+        a.set_ylabel(f"{sym} [{unit}]")
         a.axhline(0, color="grey", lw=0.5)
-        a.legend(loc="upper right", fontsize=6, ncol=2 if res.has_recorded else 3)
+        handles = [Line2D([], [], color=colors[j], lw=1.5, label=f"{sym}_{c}") for j, c in enumerate("xyz")]
+        handles.append(Line2D([], [], color="grey", lw=1.0, label="replayed"))
+        if res.has_recorded:
+            handles.append(Line2D([], [], color="grey", lw=3.5, alpha=0.3, label="recorded"))
+        a.legend(handles=handles, loc="upper right", fontsize=6, ncol=len(handles))
     if res.has_pose:
         a = ax[3]
         a.plot(t, col("angle_deg"), color="k", lw=1.1, label="6-D twist")
