@@ -137,6 +137,9 @@ def main(argv=None) -> int:
     print(f"image -> twist over DDS ({a.layout} layout, {a.method}, {a.width}x{a.height} {a.encoding}, "
           f"{result['cores']} cores): median {lat['median']:.1f} ms, p90 {lat['p90']:.1f} ms, "
           f"p99 {lat['p99']:.1f} ms, max {lat['max']:.1f} ms over {result['frames']} frames, {result['lost']} lost")
+    if result["image_to_latent_ms"]:
+        e = result["image_to_latent_ms"]
+        print(f"  of which image -> latent (encoder): median {e['median']:.1f} ms, p99 {e['p99']:.1f} ms")
     met = lat["median"] <= FLOOR_MEDIAN_MS
     print(f"floor (median <= {FLOOR_MEDIAN_MS:.0f} ms): {'met' if met else 'NOT met'}")
     if a.json:
@@ -152,11 +155,12 @@ def measure(a, model_dir: str | None) -> dict:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from sensor_msgs.msg import Image
+    from std_msgs.msg import Float32MultiArray
 
     from ..imageconv import array_to_fields_as
     from ..scene import Scene, SceneConfig, goal_pose
     from ..tasks import sample_tasks
-    from .convert import GOAL_QOS, SENSOR_QOS, array_to_image_msg
+    from .convert import GOAL_QOS, LATEST_QOS, SENSOR_QOS, array_to_image_msg
     from .probe import Probe, spin_until
     from .sim_camera_node import camera_for
 
@@ -178,6 +182,9 @@ def measure(a, model_dir: str | None) -> dict:
     probe = None
     try:
         probe = Probe(namespace=ns, watch_pose=False, context=context)
+        latent_times: list[float] = []
+        probe.create_subscription(Float32MultiArray, "latent", lambda _m: latent_times.append(time.monotonic()),
+                                  LATEST_QOS)
         img_pub = probe.create_publisher(Image, "image", SENSOR_QOS)
         goal_pub = probe.create_publisher(Image, "goal_image", GOAL_QOS)
         ex = SingleThreadedExecutor(context=context)
@@ -205,13 +212,13 @@ def measure(a, model_dir: str | None) -> dict:
             msgs[0].header.stamp = probe.get_clock().now().to_msg()
             img_pub.publish(msgs[0])
             spin_until(ex, lambda: alive() and bool(probe.twists), 0.5)
-        lat, lost = [], 0
+        lat, enc, lost = [], [], 0
         total = a.warmup + a.frames
         from tqdm import tqdm
         for i in tqdm(range(total), desc="frames", unit="frame", file=sys.stderr, mininterval=1.0):
             alive()
             msg = msgs[i % len(msgs)]
-            n = len(probe.twists)
+            n, n_lat = len(probe.twists), len(latent_times)
             t0 = time.monotonic()
             msg.header.stamp = probe.get_clock().now().to_msg()
             img_pub.publish(msg)
@@ -220,6 +227,8 @@ def measure(a, model_dir: str | None) -> dict:
                 continue
             if got:
                 lat.append((probe.twist_times[n] - t0) * 1000.0)
+                if len(latent_times) > n_lat:
+                    enc.append((latent_times[n_lat] - t0) * 1000.0)
             else:
                 lost += 1
         if not lat:
@@ -230,7 +239,9 @@ def measure(a, model_dir: str | None) -> dict:
                 "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
                 "latency_ms": {"median": float(np.median(lat)), "p90": float(np.percentile(lat, 90)),
                                "p99": float(np.percentile(lat, 99)), "max": float(lat.max()),
-                               "mean": float(lat.mean())}}
+                               "mean": float(lat.mean())},
+                "image_to_latent_ms": {"median": float(np.median(enc)), "p99": float(np.percentile(enc, 99))}
+                if enc else None}
     finally:
         for p in procs:
             if p.poll() is None:
