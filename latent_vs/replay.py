@@ -165,12 +165,12 @@ class _Images:
     def __init__(self, bag: bags.Bag, topic: str, encoding: str | None):
         self.bag, self.topic, self.encoding = bag, topic, encoding
 
-    def decode(self, m: bags.Message, index: int) -> tuple[np.ndarray, int]:
+    def decode(self, m: bags.Message, what: str) -> tuple[np.ndarray, int]:
         msg = self.bag.decode(m)
         try:
             img = bags.image_from_msg(msg, self.encoding)
         except ValueError as e:
-            raise UserError(f"image {index} on {self.topic} in bag {self.bag.path}: {e}") from None
+            raise UserError(f"{what} on {m.topic} in bag {self.bag.path}: {e}") from None
         st = bags.stamp_ns(msg)
         return img, (st if st > 0 else m.t_ns)
 
@@ -269,7 +269,7 @@ def replay_offline(bag_path: str, settings: ServoSettings | None = None, goal: s
                 for m in bag.messages([img_topic]):
                     gm = m
                 goal_src = f"last image on {img_topic}"
-            goal_img, goal_stamp = images.decode(gm, -1)
+            goal_img, goal_stamp = images.decode(gm, f"goal image ({goal_src})")
             goal_pose = pose_by_stamp.get(goal_stamp)
             if goal_pose is None and gm.topic == img_topic:
                 goal_pose = _nearest(pose_log, pose_vals, gm.t_ns, 50_000_000)
@@ -324,7 +324,7 @@ def replay_offline(bag_path: str, settings: ServoSettings | None = None, goal: s
         for idx, m in enumerate(bag.messages([img_topic])):
             if max_images is not None and idx >= max_images:
                 break
-            img, st = images.decode(m, idx)
+            img, st = images.decode(m, f"image {idx}")
             T = pose_by_stamp.get(st)
             if T is None:
                 T = _nearest(pose_log, pose_vals, m.t_ns, 50_000_000)

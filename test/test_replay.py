@@ -210,3 +210,24 @@ def test_mlvs_replay_reproduces_latents_and_twists(tmp_path, capsys):
     assert res.summary["recorded_twists"]["max_abs_diff"] < 1e-5
     assert res.summary["error_units"] == "latent distance"
     assert np.isfinite(res.summary["agreement_with_pbvs"]["angle_deg_median"])
+
+
+def test_compressed_images(tmp_path, capsys):
+    """sensor_msgs/CompressedImage topics (image_transport's) are found and decoded too."""
+    from latent_vs.scene import Scene
+    from latent_vs.tasks import sample_tasks
+    T = bags.TYPESTORE.types
+    msgs = []
+    for i, pose in enumerate(sample_tasks(3, seed=2)):
+        ok, png = cv2.imencode(".png", Scene().render(pose))
+        msgs.append(("/camera/image/compressed", T[bags.COMPRESSED_IMAGE](
+            header=bags.header_msg(1_000 + i, "camera"), format="png", data=png.ravel())))
+    bad = T[bags.COMPRESSED_IMAGE](header=bags.header_msg(9_000, "camera"), format="jpeg",
+                                   data=np.frombuffer(b"not an image", np.uint8))
+    bag = _bag_with(tmp_path, "c", msgs)
+    rc, _, err = run_cli(["replay", str(bag), "--quiet", "--method", "dvs", "--out", str(tmp_path / "o")], capsys)
+    assert rc == 0, err
+    assert json.loads((tmp_path / "o" / "summary.json").read_text())["images"] == 3
+    bag2 = _bag_with(tmp_path, "c2", msgs + [("/camera/image/compressed", bad)])
+    rc, _, err = run_cli(["replay", str(bag2), "--quiet", "--method", "dvs", "--out", str(tmp_path / "o2")], capsys)
+    assert rc == 2 and "could not be decoded" in err and len(err.strip().splitlines()) == 1
