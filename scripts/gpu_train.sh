@@ -70,7 +70,8 @@ else
             --set train.eval_every_steps=10 --set train.warmup_steps=5 --set renderer=torch --set precision=bf16)
   BASE_SET=(--set data.samples=2000 --set data.heldout=16 --set data.anchors=4 --set renderer=torch
             --set precision=bf16 --set train.eval_every_steps=10)
-  TP_SET=(--set data.anchors=1 --set data.neighbour_pool=64 --set renderer=torch --set precision=bf16)
+  TP_SET=(--set data.anchors=1 --set data.neighbour_pool=64 --set renderer=torch --set precision=bf16
+          --set image_size=64)
   PHI_STEPS=${LATENT_VS_PHI_STEPS:-100}
 fi
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from latent_vs import geometry
-from latent_vs.learning.losses import (data_weights, loss_perturbation, loss_phi_se3, loss_psi_phi,
+from latent_vs.learning.losses import (data_weights, loss_fit, loss_perturbation, loss_phi_se3, loss_psi_phi,
                                        se3_pair_distance, total_loss)
 
 
@@ -89,3 +89,17 @@ def test_data_weights_are_mean_distances():
     assert w_t == pytest.approx(0.2) and w_r == pytest.approx(0.5)
     with pytest.raises(ValueError):
         data_weights(np.zeros((1, 6)))
+
+
+def test_fit_term_by_hand_and_why_it_exists():
+    z_r = torch.tensor([[0.0, 0.0, 0.0], [3.0, 4.0, 0.0]])
+    z_I = torch.tensor([[1.0, 0.0, 0.0], [3.0, 4.0, 0.0]])
+    assert loss_fit(z_I, z_r).item() == pytest.approx(0.5)   # (1 + 0) / 2
+    # image embeddings off the plane of the z_r: eq. 10 sees the offset only in its diagonal
+    # (1/B of its terms) and to second order elsewhere; the fit term sees it fully
+    g = torch.arange(4.0) * 3
+    z_r = torch.stack([g.repeat(4), g.repeat_interleave(4), torch.zeros(16)], 1)
+    off = z_r + torch.tensor([0.0, 0.0, 0.5])
+    assert loss_psi_phi(off, z_r).item() < 0.1 * loss_fit(off, z_r).item()
+    L, parts = total_loss(z_r, torch.cdist(z_r, z_r), off, fit_weight=1.0)
+    assert parts["L_fit"] == pytest.approx(0.25) and L.item() == pytest.approx(parts["L_psi_phi"] + 0.25, rel=1e-5)

@@ -104,6 +104,9 @@ class TrainSection:
     """clip the gradient norm (None: off)"""
     loss_weights: list = field(default_factory=lambda: [1.0, 1.0, 1.0])
     """weights of L_φ,SE(3), L_ψ,φ and Σ L_P in eq. 12 (paper: 1, 1, 1)"""
+    fit_weight: float = 0.0
+    """weight of a direct term mean ||ψ(I) - φ(r)||² added to eq. 12 (0 = the paper's loss;
+    eq. 10 alone leaves ψ(I) loose off the z_r's affine hull)"""
     perturbation_reduction: Literal["mean", "sum"] = "mean"
     """eq. 12's Σ_j L_Pj as printed ("sum") or averaged over the poses ("mean")"""
     phi_pretrain_steps: int = 20000

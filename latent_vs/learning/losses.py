@@ -82,9 +82,18 @@ def loss_perturbation(z_groups: torch.Tensor, reduction: str = "mean") -> torch.
     raise ValueError(f"unknown reduction '{reduction}'")
 
 
+def loss_fit(z_I: torch.Tensor, z_r: torch.Tensor) -> torch.Tensor:
+    """Not in the paper: (1/B) Σ_j ||z_Ij - z_rj||², a direct pull of each image embedding onto
+    its pose embedding. Eq. 10 matches distances only; where the z_r span few directions it
+    barely constrains z_I off their affine hull (a distance is second-order in such offsets),
+    which leaves ||ψ(I) - φ(r)|| large while eq. 10 is small. z_I, z_r (B, D) row by row."""
+    return ((z_I - z_r) ** 2).sum(1).mean()
+
+
 def total_loss(z_r: torch.Tensor, d: torch.Tensor, z_I: torch.Tensor, z_groups: torch.Tensor | None = None,
-               weights=(1.0, 1.0, 1.0), reduction: str = "mean") -> tuple[torch.Tensor, dict]:
-    """Eq. 12: L = L_φ,SE(3) + L_ψ,φ + Σ_j L_Pj (each term optionally weighted).
+               weights=(1.0, 1.0, 1.0), reduction: str = "mean", fit_weight: float = 0.0) -> tuple[torch.Tensor, dict]:
+    """Eq. 12: L = L_φ,SE(3) + L_ψ,φ + Σ_j L_Pj (each term optionally weighted), plus
+    fit_weight · loss_fit (0 = the paper's loss).
 
     z_r (B, D) pose embeddings, d (B, B) their eq. 8 distances, z_I (B·V, D) image embeddings
     of V views per pose ordered pose-major (pose j's views are rows jV .. jV+V-1), or (B, D).
@@ -94,14 +103,19 @@ def total_loss(z_r: torch.Tensor, d: torch.Tensor, z_I: torch.Tensor, z_groups: 
     if V * B != z_I.shape[0]:
         raise ValueError(f"z_I has {z_I.shape[0]} rows, not a multiple of the {B} poses")
     l_phi = loss_phi_se3(z_r, d)
-    l_psi = loss_psi_phi(z_I, z_r.repeat_interleave(V, 0)) if V > 1 else loss_psi_phi(z_I, z_r)
+    z_r_rep = z_r.repeat_interleave(V, 0) if V > 1 else z_r
+    l_psi = loss_psi_phi(z_I, z_r_rep)
     if z_groups is None:
         z_groups = z_I.reshape(B, V, -1)
     l_p = loss_perturbation(z_groups, reduction)
     w = weights
     L = w[0] * l_phi + w[1] * l_psi + w[2] * l_p
-    return L, {"loss": float(L.detach()), "L_phi_se3": float(l_phi.detach()),
-               "L_psi_phi": float(l_psi.detach()), "L_perturb": float(l_p.detach())}
+    logs = {"L_phi_se3": float(l_phi.detach()), "L_psi_phi": float(l_psi.detach()), "L_perturb": float(l_p.detach())}
+    if fit_weight:
+        l_fit = loss_fit(z_I, z_r_rep)
+        L = L + fit_weight * l_fit
+        logs["L_fit"] = float(l_fit.detach())
+    return L, {"loss": float(L.detach()), **logs}
 
 
 def data_weights(r: np.ndarray, n_pairs: int = 20000, seed: int = 0) -> tuple[float, float]:

@@ -9,10 +9,13 @@
   AEVS [11]): a depthwise convolution whose kernel covers the whole final feature map, then
   a linear layer to D. Written here because torchvision does not import beside torch 2.13.
 
-Without batch norm a deep ResNet starts unstable; each residual branch's last convolution
-starts with a zero weight-norm gain (the block starts as the identity; "SkipInit").
+Without batch norm, initialisation matters: He initialisation everywhere, and each residual
+branch's last convolution scaled by 1/sqrt(blocks) (Fixup-like), so that the signal keeps its
+scale and every layer learns from the first step.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -55,22 +58,32 @@ class PoseNet(nn.Module):
         return self.mlp(r * self.input_scale)
 
 
-def _wn_conv(cin: int, cout: int, k: int, stride: int = 1) -> nn.Module:
-    return weight_norm(nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=True))
+def _wn_conv(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, nonlinearity: str = "relu",
+             scale: float = 1.0, padding: int | None = None) -> nn.Module:
+    """A weight-normalised convolution with He initialisation (so that, without batch norm,
+    activations keep their scale through the network), its gain optionally scaled."""
+    conv = nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2 if padding is None else padding, groups=groups,
+                     bias=True)
+    with torch.no_grad():
+        nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity=nonlinearity)
+        conv.weight.mul_(scale)
+        conv.bias.zero_()
+    return weight_norm(conv)
 
 
 class BasicBlock(nn.Module):
-    """ResNet basic block (two 3x3 convolutions) with weight norm instead of batch norm."""
+    """ResNet basic block (two 3x3 convolutions) with weight norm instead of batch norm.
 
-    def __init__(self, cin: int, cout: int, stride: int = 1):
+    residual_scale shrinks the branch's initial gain (Fixup-like: 1/sqrt(number of blocks)),
+    so a deep stack starts close to the identity but every weight gets gradients at once."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1, residual_scale: float = 1.0):
         super().__init__()
         self.conv1 = _wn_conv(cin, cout, 3, stride)
-        self.conv2 = _wn_conv(cout, cout, 3)
-        with torch.no_grad():  # the residual branch starts at zero: the block is the identity
-            self.conv2.parametrizations.weight.original0.zero_()
+        self.conv2 = _wn_conv(cout, cout, 3, nonlinearity="linear", scale=residual_scale)
         self.act = nn.ReLU(inplace=True)
         self.shortcut = (nn.Identity() if stride == 1 and cin == cout
-                         else weight_norm(nn.Conv2d(cin, cout, 1, stride=stride, bias=True)))
+                         else _wn_conv(cin, cout, 1, stride, nonlinearity="linear"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.shortcut(x) + self.conv2(self.act(self.conv1(x))))
@@ -94,19 +107,20 @@ class ImageEncoder(nn.Module):
         if in_size < 32 or in_size % 32:
             raise ValueError(f"input size {in_size} must be a multiple of 32 (>= 32)")
         self.depth, self.width, self.in_size, self.latent_dim = int(depth), int(width), int(in_size), int(latent_dim)
-        self.stem = nn.Sequential(weight_norm(nn.Conv2d(in_channels, width, 7, stride=2, padding=3, bias=True)),
+        self.stem = nn.Sequential(_wn_conv(in_channels, width, 7, stride=2),
                                   nn.ReLU(inplace=True), nn.MaxPool2d(3, stride=2, padding=1))
         blocks: list[nn.Module] = []
         cin = width
+        res_scale = 1.0 / math.sqrt(sum(DEPTHS[depth]))
         for stage, n in enumerate(DEPTHS[depth]):
             cout = width * 2 ** stage
             for i in range(n):
-                blocks.append(BasicBlock(cin, cout, stride=2 if (i == 0 and stage > 0) else 1))
+                blocks.append(BasicBlock(cin, cout, stride=2 if (i == 0 and stage > 0) else 1, residual_scale=res_scale))
                 cin = cout
         self.blocks = nn.Sequential(*blocks)
         final = in_size // 32
         # group-convolution head (paper III-C): one kernel per channel over the whole final map
-        self.head = weight_norm(nn.Conv2d(cin, cin, final, groups=cin, bias=True))
+        self.head = _wn_conv(cin, cin, final, groups=cin, padding=0)
         self.fc = nn.Linear(cin, self.latent_dim)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
