@@ -49,7 +49,10 @@ class ModelError(UserError):
 # ----------------------------------------------------------------------------- writing
 
 def git_commit(root: str | None = None) -> str:
-    """The source commit (with '+dirty' when the tree has changes), or 'unknown'."""
+    """The source commit (with '+dirty' when the tree has changes), or 'unknown'.
+    LATENT_VS_GIT_COMMIT overrides it (a copy of the tree without .git, e.g. on a GPU machine)."""
+    if os.environ.get("LATENT_VS_GIT_COMMIT"):
+        return os.environ["LATENT_VS_GIT_COMMIT"]
     root = root or os.path.dirname(_PKG_DIR)
     try:
         sha = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True,
