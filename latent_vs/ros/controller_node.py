@@ -62,8 +62,7 @@ PARAMETERS = {
         "control law: mlvs (latents from the encoder), pbvs (camera_pose, simulation), dvs (image)"))),
     "model_dir": ("", ParameterDescriptor(read_only=True, description=(
         "MLVS model directory; empty: the package's models/default"))),
-    "device": ("cpu", ParameterDescriptor(read_only=True, description="torch device of the model: cpu or cuda")),
-    "threads": (1, ParameterDescriptor(read_only=True, description="torch intra-op threads [count]",
+    "threads": (1, ParameterDescriptor(read_only=True, description="torch intra-op threads of φ (MLVS, CPU) [count]",
                                        integer_range=[IntegerRange(from_value=1, to_value=64, step=1)])),
     "gain": (0.5, _float("control gain λ [1/s]: the error decays as exp(-λ t) far from the limits", 0.0, 20.0)),
     "k_neighbors": (50, ParameterDescriptor(description="MLVS: neighbours K of the latent regression (eq. 13) [count]",
@@ -160,8 +159,6 @@ class ControllerNode(Node):
             he = list(p["hand_eye"])
             if len(he) != 6 or not all(isinstance(v, (int, float)) and np.isfinite(v) for v in he):
                 return f"parameter hand_eye must be 6 finite numbers (x y z roll pitch yaw), got {he}"
-        if "device" in p and p["device"] not in ("cpu", "cuda") and not str(p["device"]).startswith("cuda:"):
-            return f"parameter device must be cpu or cuda, got '{p['device']}'"
         return None
 
     def on_set_parameters(self, params) -> SetParametersResult:
