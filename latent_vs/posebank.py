@@ -263,7 +263,7 @@ def bank_key(phi, config: BankConfig) -> str:
 
 
 def make_index(z: np.ndarray, config: BankConfig):
-    """FAISS index over z (N, D): IndexIVFFlat (k-means on ≤ 32·nlist samples) or IndexFlatL2."""
+    """FAISS index over z (N, D): IndexIVFFlat (k-means on ≤ 40·nlist samples) or IndexFlatL2."""
     import faiss
     n, d = z.shape
     if config.index == "flat" or n < 10_000:
@@ -276,7 +276,7 @@ def make_index(z: np.ndarray, config: BankConfig):
     quantizer = faiss.IndexFlatL2(d)
     index = faiss.IndexIVFFlat(quantizer, d, nlist)
     rng = np.random.default_rng(config.seed)
-    train = z[rng.choice(n, size=min(n, 32 * nlist), replace=False)]
+    train = z[rng.choice(n, size=min(n, 40 * nlist), replace=False)]
     index.train(train)
     index.add(z)
     return index

@@ -114,7 +114,10 @@ class MLVS(ControlLaw):
     def _control(self, z: np.ndarray, z_goal: np.ndarray, r_true: np.ndarray | None = None) -> np.ndarray:
         e = z - z_goal                                               # e = z_I − z*
         L_z = self.interaction(z, r_true)
-        return -self.gain * (np.linalg.pinv(L_z) @ e[..., None])[..., 0]   # eq. 14
+        v = np.zeros((len(z), 6))
+        ok = np.isfinite(L_z).all((1, 2)) & np.isfinite(e).all(1)    # a NaN input stops that task only
+        v[ok] = -self.gain * (np.linalg.pinv(L_z[ok]) @ e[ok, :, None])[..., 0]   # eq. 14
+        return v
 
 
 def make(model_dir: str | None = None, k: int = 50, oracle: bool = False, exact_jacobian: bool = False,
