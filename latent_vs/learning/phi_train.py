@@ -25,6 +25,7 @@ oracle servo (z_I := φ(r_true)) on a few seeded tasks.
 """
 from __future__ import annotations
 
+import collections
 import math
 import time
 from typing import Callable
@@ -116,7 +117,7 @@ def train_phi(phi: torch.nn.Module, steps: int = 5000, batch_size: int = 256, lr
     """Fit φ to eq. 9 on random pose batches (the recipe in the module docstring).
 
     phi: φ, (B, 6) Δr -> (B, D); trained in place. w_t, w_r: eq. 8's weights (from the data).
-    log(step, logs) is called every `log_every` steps with {"loss_phi", "lr"}.
+    log(step, logs) is called every `log_every` steps with {"loss_phi" (mean of the last steps), "lr"}.
     Returns the diagnostics of phi_diagnostics plus {"steps", "seconds", "final_loss"}."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -136,7 +137,8 @@ def train_phi(phi: torch.nn.Module, steps: int = 5000, batch_size: int = 256, lr
     W[0, :] = W[:, 0] = goal_weight
     W = W / W.mean()
     zero = torch.zeros(1, 6, device=device)
-    t_start, run = time.time(), 0.0
+    t_start = time.time()
+    recent = collections.deque(maxlen=max(1, min(100, steps // 10)))   # loss over the last steps
     for step in range(1, steps + 1):
         idx = torch.randint(len(pool), (n_rand,), generator=gen).to(device)
         r = torch.cat([zero, pool[idx], near[idx[:n_near]]])
@@ -148,11 +150,11 @@ def train_phi(phi: torch.nn.Module, steps: int = 5000, batch_size: int = 256, lr
         loss.backward()
         opt.step()
         sched.step()
-        run = loss.item() if step == 1 else 0.98 * run + 0.02 * loss.item()
+        recent.append(loss.item())
         if log is not None and (step % log_every == 0 or step == steps):
-            log(step, {"loss_phi": run, "lr": sched.get_last_lr()[0]})
+            log(step, {"loss_phi": float(np.mean(recent)), "lr": sched.get_last_lr()[0]})
     phi.eval()
-    out = {"steps": steps, "seconds": time.time() - t_start, "final_loss": run}
+    out = {"steps": steps, "seconds": time.time() - t_start, "final_loss": float(np.mean(recent))}
     if diagnostics:
         phi.cpu()
         out.update(phi_diagnostics(phi, w_t, w_r))
