@@ -110,7 +110,7 @@ def perturb_torch(img: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Batched twin of `perturb_np` on the images' device: (B, S, S) float grey levels -> same."""
     B, H, W = img.shape
     dev = img.device
-    if gen.device != dev:
+    if gen.device.type != dev.type:
         raise ValueError(f"perturb_torch: generator on {gen.device}, images on {dev}")
 
     def U(lo, hi, *shape):

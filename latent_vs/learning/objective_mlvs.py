@@ -139,10 +139,10 @@ class MLVSObjective:
         with torch.autocast(x.device.type, enabled=False):  # head, φ and losses in fp32
             z_I = self.psi.embed(f.float())
             z_r = self.phi(batch.r.float())
-        with torch.no_grad():
-            d = se3_pair_distance(batch.r, batch.r, self.ctx.w_t, self.ctx.w_r)  # eq. 8
-        return total_loss(z_r, d, z_I, weights=self.weights, reduction=self.cfg.train.perturbation_reduction,
-                          fit_weight=self.cfg.train.fit_weight)
+            with torch.no_grad():
+                d = se3_pair_distance(batch.r, batch.r, self.ctx.w_t, self.ctx.w_r)  # eq. 8
+            return total_loss(z_r, d, z_I, weights=self.weights, reduction=self.cfg.train.perturbation_reduction,
+                              fit_weight=self.cfg.train.fit_weight)
 
     # ------------------------------------------------------------------ diagnostics
     def _encode(self, x: torch.Tensor, chunk: int = 256) -> torch.Tensor:
