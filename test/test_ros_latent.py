@@ -149,16 +149,19 @@ def test_nan_latent_is_a_fault_and_the_controller_recovers(ex, model, capfd):
     assert np.linalg.norm(probe.twists[-1]) > 0
     bad = z.copy()
     bad[3] = np.inf
+    spin_until(ex, lambda: False, 0.1)
+    k = len(probe.twists)
     pub.publish(latent_to_msg(bad, probe.get_clock().now().to_msg()))
-    assert spin_until(ex, lambda: probe.state == "fault", 5.0)
+    assert spin_until(ex, lambda: probe.stopped("fault", k), 5.0)
     np.testing.assert_array_equal(probe.twists[-1], ZERO)
     assert "non-finite" in capfd.readouterr().err
     wrong = latent_to_msg(z[:5], probe.get_clock().now().to_msg())  # wrong size
     pub.publish(wrong)
     spin_until(ex, lambda: False, 0.3)
     assert probe.state == "fault"
+    k = len(probe.twists)
     pub.publish(latent_to_msg(z, probe.get_clock().now().to_msg()))
-    assert spin_until(ex, lambda: probe.state == "servoing", 5.0)
+    assert spin_until(ex, lambda: probe.moving(k), 5.0)
 
 
 def test_latent_staleness_uses_the_image_capture_stamp(ex, model):
@@ -168,14 +171,14 @@ def test_latent_staleness_uses_the_image_capture_stamp(ex, model):
     old = (probe.get_clock().now() - rclpy.duration.Duration(seconds=1.0)).to_msg()
     n = len(probe.twists)
     pub.publish(latent_to_msg(z, old))  # the image behind it was taken 1 s ago
-    assert spin_until(ex, lambda: probe.state == "stale", 5.0)
+    assert spin_until(ex, lambda: probe.stopped("stale", n), 5.0)
     spin_until(ex, lambda: False, 0.1)
     assert len(probe.twists) == n + 1  # no motion from the old latent: one zero twist
     np.testing.assert_array_equal(probe.twists[-1], ZERO)
     pub.publish(latent_to_msg(z, probe.get_clock().now().to_msg()))
-    assert spin_until(ex, lambda: probe.state == "servoing", 5.0)
+    assert spin_until(ex, lambda: probe.moving(n + 1), 5.0)
     n = len(probe.twists)
-    assert spin_until(ex, lambda: probe.state == "stale", 5.0)  # and no input at all for 0.2 s
+    assert spin_until(ex, lambda: probe.stopped("stale", n), 5.0)  # and no input at all for 0.2 s
     assert len(probe.twists) == n + 1 and np.array_equal(probe.twists[-1], ZERO)
 
 

@@ -61,6 +61,15 @@ class Probe(Node):
         self.pose = msg_to_pose(msg)
         self.poses.append(self.pose)
 
+    def stopped(self, state: str, since: int) -> bool:
+        """The controller reports `state` and a zero twist came after twist number `since`
+        (the two topics are not ordered with respect to each other)."""
+        return self.state == state and any(not np.any(t) for t in self.twists[since:])
+
+    def moving(self, since: int) -> bool:
+        """Servoing, with a non-zero twist after twist number `since`."""
+        return self.state == "servoing" and any(np.any(t) for t in self.twists[since:])
+
     @property
     def state(self) -> str | None:
         return self.states[-1] if self.states else None
