@@ -33,11 +33,9 @@ def se3_pair_distance(r_a: torch.Tensor, r_b: torch.Tensor, w_t: float, w_r: flo
     Ra, Rb = _rotation_from_thetau(a[:, 3:]), _rotation_from_thetau(b[:, 3:])
     # Δt = R_a^T (t_b - t_a): |Δt| = |t_b - t_a| (rotation keeps norms)
     dt = torch.cdist(a[:, :3], b[:, :3])
-    # Δθ from trace(R_a^T R_b) = Σ R_a ⊙ R_b, and |sin Δθ| from the skew part: atan2 is exact near 0
+    # Δθ from trace(R_a^T R_b) = Σ R_a ⊙ R_b (float64: arccos resolves ~1e-8 rad near 0)
     cos = ((torch.einsum("aij,bij->ab", Ra, Rb) - 1) / 2).clamp(-1, 1)
-    M = torch.einsum("aji,bjk->abik", Ra, Rb)  # R_a^T R_b
-    vee = torch.stack([M[..., 2, 1] - M[..., 1, 2], M[..., 0, 2] - M[..., 2, 0], M[..., 1, 0] - M[..., 0, 1]], -1)
-    dtheta = torch.atan2(vee.norm(dim=-1) / 2, cos)
+    dtheta = torch.arccos(cos)
     return (dt / w_t + dtheta / w_r).to(r_a.dtype)
 
 

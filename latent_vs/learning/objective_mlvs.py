@@ -116,9 +116,14 @@ class MLVSObjective:
             if "scene" in params:
                 kw["scene"] = ctx.scene_config
             kw.update({k: v for k, v in self.cfg.objective.get("phi_train", {}).items() if k in params})
-            out = train_phi(self.phi, **kw)
-            out["recipe"] = "phi_train.train_phi"
-        else:
+            try:
+                out = train_phi(self.phi, **kw)
+                out["recipe"] = "phi_train.train_phi"
+            except Exception as e:  # never lose a GPU run to stage 1's extras: fall back
+                ctx.log(f"[stage 1] phi_train.train_phi failed ({type(e).__name__}: {e}); using the fallback recipe")
+                train_phi = None
+        if train_phi is None:
+            self.phi.to(ctx.device).float().train()
             out = fallback_train_phi(self.phi, steps, t.phi_pretrain_batch, t.phi_pretrain_lr,
                                      ctx.w_t, ctx.w_r, ctx.poses.r, ctx.device, ctx.seed, log, ctx.deadline)
         self.phi.to(ctx.device).train()
