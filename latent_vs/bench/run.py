@@ -18,6 +18,7 @@ import math
 import os
 import platform
 import re
+import signal
 import sys
 import time
 
@@ -200,6 +201,9 @@ def main(argv=None) -> int:
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ.setdefault(var, "1")
         pool = mp.get_context("spawn").Pool(args.workers)
+        # a plain `kill` of the command must not orphan its workers: turn SIGTERM into an exit
+        # that runs the `finally` below (pool.terminate)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     _limit_threads()
     t_start = time.time()
     rows, per_task, results, ref = [], {}, {}, None
