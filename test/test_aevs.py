@@ -183,9 +183,13 @@ def test_aevs_interaction_choices_agree_at_the_goal(pca_aevs_model):
 
 
 def test_missing_model_names_the_train_command(tmp_path):
-    from latent_vs.control.aevs import make
-    with pytest.raises(UserError, match="latent-vs train .*train_aevs_small.yaml"):
+    from latent_vs.control.aevs import MissingModelError, make
+    with pytest.raises(UserError, match="latent-vs train .*train_aevs_small.yaml") as e:
         make(str(tmp_path / "nowhere"))
+    # what a harness needs to train it: the config file (shipped) and the output directory
+    assert isinstance(e.value, MissingModelError)
+    assert os.path.isfile(e.value.config) and e.value.config.endswith("train_aevs_small.yaml")
+    assert e.value.out == str(tmp_path / "nowhere")
 
 
 def test_bad_interaction_is_refused(pca_aevs_model):
