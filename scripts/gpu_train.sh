@@ -67,8 +67,10 @@ else
   say "no CUDA: SMOKE mode (same code paths, toy sizes, on the CPU)"
   T_TP=$(( BUDGET * 15 / 100 )); T_BASE=$(( BUDGET * 12 / 100 )); T_PACK=4; T_START=3; TP_STEPS=2
   MLVS_SET=(--set data.samples=2000 --set data.heldout=32 --set data.anchors=4 --set data.neighbour_pool=256
+            --set image_size=64 --set psi.width=8
             --set train.eval_every_steps=10 --set train.warmup_steps=5 --set renderer=torch --set precision=bf16)
   BASE_SET=(--set data.samples=2000 --set data.heldout=16 --set data.anchors=4 --set renderer=torch
+            --set image_size=64 --set psi.width=8
             --set precision=bf16 --set train.eval_every_steps=10)
   TP_SET=(--set data.anchors=1 --set data.neighbour_pool=64 --set renderer=torch --set precision=bf16
           --set image_size=64)
@@ -84,7 +86,8 @@ train_mlvs() {  # $1 = budget seconds, then extra args
   local b=$1; shift
   [ "$b" -ge 5 ] || b=5
   say "MLVS default: budget ${b}s"
-  timeout -k 10 $(( b + 45 )) $PY -m latent_vs.cli train config/train_gpu_default.yaml --device $DEV \
+  LATENT_VS_DEADLINE_EPOCH=$(( $(date +%s) + b )) \
+  timeout -k 10 $(( b + 90 )) $PY -m latent_vs.cli train config/train_gpu_default.yaml --device $DEV \
     --out "$WORK/models/default" --run-dir "$WORK/runs/default" --time-budget-min "$(minutes "$b")" \
     --phi-pretrain-steps "$PHI_STEPS" "${MLVS_SET[@]}" "$@"
 }
@@ -118,7 +121,8 @@ for kind in "${BASELINES[@]}"; do
   b=$(min "$T_BASE" $(( $(left) - T_PACK - T_START )))
   if [ "$b" -lt $(( T_BASE * 2 / 3 )) ]; then say "no time left for $kind"; continue; fi
   say "baseline $kind: budget ${b}s"
-  if timeout -k 10 $(( b + 30 )) $PY -m latent_vs.cli train "config/train_gpu_$kind.yaml" --device $DEV \
+  if LATENT_VS_DEADLINE_EPOCH=$(( $(date +%s) + b )) \
+     timeout -k 10 $(( b + 60 )) $PY -m latent_vs.cli train "config/train_gpu_$kind.yaml" --device $DEV \
        --out "$WORK/models/$kind" --run-dir "$WORK/runs/$kind" --time-budget-min "$(minutes "$b")" "${BASE_SET[@]}" \
      && [ -f "$WORK/models/$kind/meta.json" ]; then
     tar -C "$WORK/models" -czf "$OUT/$kind.tar.gz" "$kind"

@@ -239,6 +239,9 @@ class Trainer:
         self.t_start = time.time()
         self.cfg, self.out_dir, self.run_dir, self.resume, self.quiet = cfg, out_dir, run_dir, resume, quiet
         self.budget_s = 60 * (time_budget_min if time_budget_min is not None else (cfg.train.time_budget_min or 0)) or None
+        deadline = os.environ.get("LATENT_VS_DEADLINE_EPOCH")  # set by scripts: counts the start-up too
+        if deadline:
+            self.budget_s = max(1.0, min(self.budget_s or math.inf, float(deadline) - self.t_start))
         os.makedirs(run_dir, exist_ok=True)
         self.ckpt_path = os.path.join(run_dir, "checkpoint.pt")
         if resume and not os.path.isfile(self.ckpt_path):
