@@ -17,7 +17,8 @@
 # budgets, export, packing) on the CPU at toy sizes:
 #   OUT=/tmp/h2out LATENT_VS_GPU_BUDGET_S=60 bash scripts/gpu_train.sh
 # Environment: OUT (required), LATENT_VS_GPU_BUDGET_S (whole script, default 510),
-# LATENT_VS_GPU_BASELINES (0 to skip them), PYTHON (default python3), LATENT_VS_PHI_STEPS (stage 1).
+# LATENT_VS_GPU_BASELINES (0 to skip them), PYTHON (default python3), LATENT_VS_PHI_STEPS (stage 1 steps;
+# default: the config's), LATENT_VS_GIT_COMMIT (labels meta.json when the tree has no .git).
 set -u
 cd "$(dirname "$0")/.."
 START=$(date +%s)
@@ -61,7 +62,7 @@ if [ "$DEV" = cuda ]; then
   SMOKE=0
   T_TP=75; T_BASE=55; T_PACK=15; T_START=12; TP_STEPS=150
   MLVS_SET=(); BASE_SET=(); TP_SET=()
-  PHI_STEPS=${LATENT_VS_PHI_STEPS:-20000}
+  PHI_STEPS=${LATENT_VS_PHI_STEPS:-}     # empty: the config's train.phi_pretrain_steps
 else
   SMOKE=1
   say "no CUDA: SMOKE mode (same code paths, toy sizes, on the CPU)"
@@ -89,7 +90,7 @@ train_mlvs() {  # $1 = budget seconds, then extra args
   LATENT_VS_DEADLINE_EPOCH=$(( $(date +%s) + b )) \
   timeout -k 10 $(( b + 90 )) $PY -m latent_vs.cli train config/train_gpu_default.yaml --device $DEV \
     --out "$WORK/models/default" --run-dir "$WORK/runs/default" --time-budget-min "$(minutes "$b")" \
-    --phi-pretrain-steps "$PHI_STEPS" "${MLVS_SET[@]}" "$@"
+    ${PHI_STEPS:+--phi-pretrain-steps "$PHI_STEPS"} "${MLVS_SET[@]}" "$@"
 }
 B_MLVS=$(( $(left) - T_START - T_TP - ${#BASELINES[@]} * T_BASE - T_PACK ))
 train_mlvs "$B_MLVS"; rc=$?
@@ -97,7 +98,7 @@ if [ $rc -ne 0 ] && [ "$(left)" -gt $(( T_TP + T_PACK + 60 )) ]; then
   say "MLVS run failed (rc $rc): retrying once in fp32, without channels-last"
   BASELINES=()
   train_mlvs $(( $(left) - T_START - T_TP - T_PACK )) --set precision=fp32 --set channels_last=false \
-    --phi-pretrain-steps $(( PHI_STEPS / 4 + 1 )); rc=$?
+    --phi-pretrain-steps $(( ${PHI_STEPS:-5000} / 4 + 1 )); rc=$?
 fi
 if [ -f "$WORK/models/default/meta.json" ]; then
   mkdir -p "$OUT/default"
