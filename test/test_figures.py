@@ -97,3 +97,15 @@ def test_cli_rejects_bad_input(tmp_path):
         figures.main(["--which", "5", "--out", str(tmp_path)])
     with pytest.raises(UserError, match="--fig4-start"):
         figures.main(["--which", "4", "--fig4-start", "1,2,3", "--out", str(tmp_path)])
+
+
+def test_task_most_converged(tmp_path):
+    import json
+    runs = {"pbvs/clean": [{"task": i, "converged": True} for i in range(3)],
+            "dvs/clean": [{"task": 0, "converged": False}, {"task": 1, "converged": False}, {"task": 2, "converged": True}],
+            "aevs/clean": [{"task": 0, "converged": False}, {"task": 1, "converged": True}, {"task": 2, "converged": True}]}
+    (tmp_path / "tasks.json").write_text(json.dumps({"config": {}, "tasks": runs}))
+    assert figures.task_most_converged(str(tmp_path / "tasks.json")) == 2
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(UserError, match="bad.json"):
+        figures.task_most_converged(str(tmp_path / "bad.json"))

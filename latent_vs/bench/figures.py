@@ -114,17 +114,61 @@ def latent_pca_figure(path: str, law, radius: float = 0.2, n: int = 8, iters: in
 
 def trajectories_figure(path: str, laws: dict, start: np.ndarray, iters: int = 1500,
                         title: str = "") -> dict:
-    """Fig. 3b: label -> law, all from the same initial pose start (4, 4)."""
-    from .plots import trajectories_3d
+    """Fig. 3b: label -> law, all from the same initial pose start (4, 4). The view is the box
+    around the poster, the start and the goal (with a margin): a run that flies away leaves it."""
     traj, ends = {}, {}
     for label, law in laws.items():
         res = simulate(law, start[None], iters)
-        traj[label] = res.poses[0, :res.n_poses[0]].astype(float)
-        d = pose_difference(goal_pose(law_scene(law)), _trajectory_matrices(res, 0)[-1])
-        t, r = np.linalg.norm(d[:3]), np.linalg.norm(d[3:])
-        ends[label] = {"t_end_mm": 1000 * float(t), "r_end_deg": float(np.degrees(r)), "iters": int(res.n_poses[0] - 1)}
-    trajectories_3d(path, traj, goal_pose(), SceneConfig(), title=title or "Fig. 3b: camera trajectories")
+        T = _trajectory_matrices(res, 0)
+        traj[label] = T[:, :3, 3]
+        d = pose_difference(goal_pose(law_scene(law)), T[-1])
+        ends[label] = {"t_end_mm": 1000 * float(np.linalg.norm(d[:3])), "r_end_deg": float(np.degrees(np.linalg.norm(d[3:]))),
+                       "iters": int(res.n_poses[0] - 1), "stop": str(res.reason[0])}
+    scene, G = SceneConfig(), goal_pose()
+    fig = plt.figure(figsize=(7, 6))
+    ax = fig.add_subplot(projection="3d")
+    w, h = scene.width_m / 2, scene.height_m / 2
+    ax.plot([-w, w, w, -w, -w], [-h, -h, h, h, -h], [0] * 5, color="0.5", lw=1, label="poster")
+    pts = np.array([[-w, -h, 0], [w, h, 0], start[:3, 3], G[:3, 3]])
+    lo, hi = pts.min(0), pts.max(0)
+    lo, hi = lo - 0.25 * (hi - lo) - 0.05, hi + 0.25 * (hi - lo) + 0.05
+    for label, p in traj.items():
+        inside = np.all((p >= lo) & (p <= hi), axis=1)
+        q = np.where(inside[:, None], p, np.nan)          # leave the view rather than rescale it
+        e = ends[label]
+        ok = "" if inside.all() else ", leaves the view"
+        line, = ax.plot(q[:, 0], q[:, 1], q[:, 2], lw=1.5,
+                        label=f"{label}: end {e['t_end_mm']:.0f} mm, {e['r_end_deg']:.1f}°{ok}")
+        if inside[-1]:
+            ax.scatter(*p[-1], color=line.get_color(), s=12)
+    ax.scatter(*start[:3, 3], color="k", s=25, label="start")
+    ax.scatter(*G[:3, 3], color="r", marker="*", s=80, label="goal")
+    ax.set_xlim(lo[0], hi[0])
+    ax.set_ylim(lo[1], hi[1])
+    ax.set_zlim(hi[2], lo[2])   # the camera sits at z < 0 looking along +z: poster at the bottom
+    ax.set_xlabel("x [m]")
+    ax.set_ylabel("y [m]")
+    ax.set_zlabel("z [m]")
+    ax.legend(loc="upper left", fontsize=7)
+    ax.set_title(title or "Fig. 3b: camera trajectories", fontsize=10)
+    _save(fig, path)
     return ends
+
+
+def task_most_converged(tasks_json: str) -> int:
+    """The task on which the most runs of a `latent-vs bench` tasks.json converged (ties: lowest id)."""
+    import json
+    try:
+        with open(tasks_json) as f:
+            runs = json.load(f)["tasks"]
+        n = max(len(v) for v in runs.values())
+        count = np.zeros(n, int)
+        for figs in runs.values():
+            for f in figs:
+                count[f["task"]] += bool(f["converged"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{tasks_json}: not a benchmark tasks.json ({e})") from None
+    return int(np.argmax(count))
 
 
 def start_from_paper_fig4(scene: SceneConfig = SceneConfig()) -> np.ndarray:
@@ -214,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default=",".join(FIG3B_METHODS),
                    help=f"methods of Fig. 3b (default: {','.join(FIG3B_METHODS)})")
     p.add_argument("--task", type=int, default=0, help="benchmark task of Fig. 3b (seed --seed; default 0)")
+    p.add_argument("--bench-dir", default=None,
+                   help="a `latent-vs bench --out` folder: Fig. 3b shows the task most of its runs converged on")
     p.add_argument("--seed", type=int, default=0, help="task seed of Fig. 3b (default 0)")
     p.add_argument("--iters", type=int, default=1500, help="iterations of Fig. 3b (default 1500)")
     p.add_argument("--fig4-iters", type=int, default=1200, help="iterations of the Fig. 4 run (default 1200)")
@@ -261,6 +307,8 @@ def main(argv=None) -> int:
               f"{out['4']['r_end_deg']:.2f}° after {out['4']['iters']} iterations)")
     if "3b" in which:
         from ..tasks import sample_tasks
+        if a.bench_dir:
+            a.task = task_most_converged(os.path.join(a.bench_dir, "tasks.json"))
         if a.task < 0:
             raise UserError("--task must be >= 0")
         start = sample_tasks(a.task + 1, a.seed)[a.task]
