@@ -73,12 +73,23 @@ class ServoPipeline:
     """What the encoder node and the controller node compute for one image, in-process:
     I -> y (z = ψ(I) for MLVS; the true pose for PBVS; the image for DVS) -> ServoController."""
 
-    def __init__(self, settings: ServoSettings):
+    def __init__(self, settings: ServoSettings, law=None):
+        """`law`: an already built servo.MeasurementLaw of settings.method (a loaded model and
+        pose bank, reused across runs); its gain and K are set from the settings."""
         from .safety import Limits
-        from .servo import ServoController, make_law
+        from .servo import ServoController, as_measurement_law, make_law
         self.settings = settings
         try:
-            self.law = make_law(settings.method, settings.model_dir, settings.gain, settings.k_neighbors)
+            if law is None:
+                self.law = make_law(settings.method, settings.model_dir, settings.gain, settings.k_neighbors)
+            else:
+                self.law = as_measurement_law(law)
+                if self.law.kind != {"mlvs": "latent", "pbvs": "pose", "dvs": "image"}[settings.method]:
+                    raise ValueError(f"the given law is a {self.law.kind} law, not {settings.method}")
+                if settings.gain is not None:
+                    self.law.gain = settings.gain
+                if settings.k_neighbors is not None and self.law.kind == "latent":
+                    self.law.k = settings.k_neighbors
             self.controller = ServoController(
                 self.law, Limits(settings.max_linear_speed, settings.max_angular_speed),
                 input_timeout=settings.input_timeout, converged_error=settings.converged_error,
@@ -209,8 +220,9 @@ def replay_offline(bag_path: str, settings: ServoSettings | None = None, goal: s
                    goal_time: float | None = None, image_topic: str | None = None,
                    pose_topic: str | None = None, twist_topic: str | None = None,
                    encoding: str | None = None, batch_size: int = 16, max_images: int | None = None,
-                   progress: bool = True) -> ReplayResult:
-    """Run the encoder + controller over the bag's images; see the module docstring."""
+                   progress: bool = True, law=None) -> ReplayResult:
+    """Run the encoder + controller over the bag's images; see the module docstring.
+    `law`: a prebuilt control law to reuse (see ServoPipeline)."""
     t_start = time.perf_counter()
     with bags.Bag(bag_path) as bag:
         bag.require_messages()
@@ -273,7 +285,7 @@ def replay_offline(bag_path: str, settings: ServoSettings | None = None, goal: s
             goal_pose = pose_by_stamp.get(goal_stamp)
             if goal_pose is None and gm.topic == img_topic:
                 goal_pose = _nearest(pose_log, pose_vals, gm.t_ns, 50_000_000)
-        pipe = ServoPipeline(settings)   # the model is loaded once the bag is known to be usable
+        pipe = ServoPipeline(settings, law)   # the model is loaded once the bag is known to be usable
         if goal_pose is None and "latent_vs.goal_pose" in bag.custom_data:
             goal_pose = np.array(json.loads(bag.custom_data["latent_vs.goal_pose"]), float).reshape(4, 4)
         if goal_pose is None and pose_vals:

