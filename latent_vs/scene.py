@@ -98,11 +98,13 @@ class Scene:
             return np.full((cam.height, cam.width), bg, np.uint8)
         img = cv2.warpPerspective(self.texture, H, (cam.width, cam.height), flags=cv2.INTER_LINEAR,
                                   borderMode=cv2.BORDER_CONSTANT, borderValue=bg)
-        # pixels whose ray meets the plane behind the camera: λ = d / (n_c . K^-1 p) <= 0
-        ray_dot = self._uv1 @ (np.linalg.inv(cam.K).T @ n_c)
-        behind = ray_dot * d <= 0
-        if behind.any():
-            img[behind] = bg
+        # pixels whose ray meets the plane behind the camera: λ = d / (n_c . K^-1 p) <= 0.
+        # n_c . K^-1 p is affine in the pixel, so the image corners bound it: test them first.
+        a = np.linalg.inv(cam.K).T @ n_c
+        corners = self._uv1[[0, 0, -1, -1], [0, -1, 0, -1]] @ a
+        if np.all(corners * d > 0):
+            return img
+        img[(self._uv1 @ a) * d <= 0] = bg
         return img
 
     def render_batch(self, T_oc: np.ndarray) -> np.ndarray:
