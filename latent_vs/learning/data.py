@@ -320,8 +320,11 @@ class SceneBatchSource:
         return Batch(images, self.r[idx].to(self.device), self.T[idx].to(self.device), self.N, self.M)
 
     def close(self):
-        del self._it
-        self.loader = None
+        """Stop the worker processes now (they render forever otherwise)."""
+        it, self._it, self.loader = getattr(self, "_it", None), None, None
+        shutdown = getattr(it, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
 
 
 # ----------------------------------------------------------------------------- held-out set
