@@ -24,5 +24,8 @@ quiet "${pip[@]}" -r requirements.txt
 if [ "$ros_mode" = wheels ]; then quiet "${pip[@]}" -r requirements-ros.txt; fi
 # A regular (non-editable) install: editable installs drop data_files (launch, config, models).
 quiet "${pip[@]}" --no-deps --no-build-isolation --force-reinstall . >/dev/null
+# `ros2 run latent_vs <node>` looks in <prefix>/lib/latent_vs (pip puts scripts in bin/)
+mkdir -p "$VENV/lib/latent_vs"
+for exe in encoder_node controller_node sim_camera_node; do ln -sf "../../bin/$exe" "$VENV/lib/latent_vs/$exe"; done
 echo "$key" > "$stamp"
 echo "[setup] ready: $VENV"
