@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its thread pool (environment.md)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # the controller's small matrices: one BLAS thread, as the nodes
 
 import argparse  # noqa: E402
 import csv  # noqa: E402
@@ -223,6 +224,20 @@ def replay_offline(bag_path: str, settings: ServoSettings | None = None, goal: s
                    progress: bool = True, law=None) -> ReplayResult:
     """Run the encoder + controller over the bag's images; see the module docstring.
     `law`: a prebuilt control law to reuse (see ServoPipeline)."""
+    with one_blas_thread():
+        return _replay_offline(bag_path, settings, goal, goal_time, image_topic, pose_topic, twist_topic,
+                               encoding, batch_size, max_images, progress, law)
+
+
+def one_blas_thread():
+    """NumPy's BLAS on one thread while the controller runs: its matrices are small, and two
+    spinning BLAS threads collapse on a loaded 2-core PC (also when numpy was imported first)."""
+    from threadpoolctl import threadpool_limits
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _replay_offline(bag_path, settings, goal, goal_time, image_topic, pose_topic, twist_topic,
+                    encoding, batch_size, max_images, progress, law) -> ReplayResult:
     t_start = time.perf_counter()
     with bags.Bag(bag_path) as bag:
         bag.require_messages()

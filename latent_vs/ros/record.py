@@ -14,6 +14,11 @@ Either way the bag is written under PATH.partial/ and moved to PATH when it is c
 """
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # before torch starts its thread pool
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")    # the controller's small matrices (as the nodes)
+
 import argparse
 import json
 import signal
@@ -26,7 +31,7 @@ import numpy as np
 
 from .. import bags, geometry
 from ..errors import UserError
-from ..replay import RUN_KEY, ServoPipeline, ServoSettings
+from ..replay import RUN_KEY, ServoPipeline, ServoSettings, one_blas_thread
 
 DEFAULT_LIVE_TOPICS = ["image", "camera_pose", "latent", "cmd_twist", "goal_image",
                        "controller/state", "controller/error_norm"]
@@ -45,13 +50,21 @@ def record_simulation(path: str, settings: ServoSettings, storage: str = "mcap",
     /image and /camera_pose stamped and logged at t_k; /latent (label stamp t_k) logged at
     t_k + 1 µs; /cmd_twist (stamped at its publish time) and /controller/error_norm at
     t_k + 2 µs; /controller/state when it changes. The camera then moves by the last
-    published twist for 1/rate s (the sim camera node's rule). The run's settings and goal pose go into the bag's custom_data so that
-    `latent-vs replay` reproduces the twists. Returns a summary dict."""
+    published twist for 1/rate s (the sim camera node's rule). The run's settings and goal
+    pose go into the bag's custom_data so that `latent-vs replay` reproduces the twists.
+    `law`: a prebuilt control law to reuse (replay.ServoPipeline). Returns a summary dict."""
+    if steps < 1 or not rate > 0:
+        raise UserError(f"--steps must be >= 1 and --rate > 0 (got {steps}, {rate})")
+    with one_blas_thread():
+        return _record_simulation(path, settings, storage, steps, rate, start_pose, task, seed, size, encoding,
+                                  stop_after_converged, progress, law)
+
+
+def _record_simulation(path, settings, storage, steps, rate, start_pose, task, seed, size, encoding,
+                       stop_after_converged, progress, law) -> dict:
     from ..camera import default_camera
     from ..scene import Scene, SceneConfig, goal_pose
     from ..tasks import sample_tasks
-    if steps < 1 or not rate > 0:
-        raise UserError(f"--steps must be >= 1 and --rate > 0 (got {steps}, {rate})")
     pipe = ServoPipeline(settings, law)
     scene_cfg = pipe.model.scene if pipe.model is not None else SceneConfig()
     scene = Scene(scene_cfg, default_camera(size))
