@@ -3,7 +3,6 @@ differences (of the encoder alone, and of the encoder on rendered images), the a
 the trainer plugin, and the control law in closed loop with a tiny encoder."""
 import os
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -61,17 +60,6 @@ def test_latent_interaction_matrix_is_the_encoder_jacobian():
             assert torch.allclose(L_z[:, :, k], fd, rtol=1e-5, atol=1e-7 * fd.abs().max().item()), k
 
 
-@pytest.fixture(scope="module")
-def smooth_scene(tmp_path_factory):
-    """A poster with smooth texture, where brightness constancy (DVS's ∂I/∂r) is accurate."""
-    rng = np.random.default_rng(0)
-    tex = cv2.GaussianBlur(rng.uniform(0, 255, (300, 400)).astype(np.float32), (0, 0), 12)
-    tex = cv2.normalize(tex, None, 20, 235, cv2.NORM_MINMAX).astype(np.uint8)
-    path = str(tmp_path_factory.mktemp("tex") / "smooth.png")
-    cv2.imwrite(path, tex)
-    return SceneConfig(texture=path)
-
-
 class LinearEncoder(nn.Module):
     def __init__(self, n_in: int, d: int):
         super().__init__()
@@ -121,16 +109,16 @@ def test_aevs_interaction_matrix_matches_rendered_finite_differences(tmp_path):
     assert np.all(rel < 0.3), rel
 
 
-def test_aevs_interaction_matrix_of_a_resnet_matches_rendered_finite_differences(tmp_path, smooth_scene):
-    """Same with the ResNet encoder itself (random weights, seed 0) on a smooth poster; looser,
-    since the ReLU net is only piecewise linear between the two renders."""
-    torch.manual_seed(0)
-    enc = AutoEncoder(depth=10, width=8, in_size=S).encoder.eval()
-    out = str(tmp_path / "aevs_resnet")
-    write_model_dir(out, {"psi.pt": enc}, _meta(default_camera(S), smooth_scene))
-    cos, rel = _rendered_fd_check(out)
+def test_aevs_interaction_matrix_of_the_shipped_model_matches_rendered_finite_differences():
+    """Same with the trained ResNet encoder of models/aevs_small on the package's poster; looser,
+    since a ReLU net is only piecewise linear between the two renders."""
+    from latent_vs.paths import model_dir
+    path = model_dir("aevs_small")
+    if not os.path.isfile(os.path.join(path, "meta.json")):
+        pytest.skip("models/aevs_small is not shipped in this tree")
+    cos, rel = _rendered_fd_check(path)
     assert np.all(cos > 0.9), cos
-    assert np.all(rel < 0.5), rel
+    assert np.all(rel < 0.45), rel
 
 
 @pytest.fixture(scope="module")
