@@ -52,10 +52,86 @@ def phi_jacobian(phi, r: torch.Tensor) -> torch.Tensor:
         return vmap(jacfwd(phi))(r)
 
 
+def _sigmoid(x):
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+# activation name -> (f, f'), for the forward-mode Jacobian of an MLP in NumPy
+_ACTIVATIONS = {
+    "ReLU": (lambda x: np.maximum(x, 0.0), lambda x: (x > 0).astype(x.dtype)),
+    "SiLU": (lambda x: x * _sigmoid(x), lambda x: _sigmoid(x) * (1.0 + x * (1.0 - _sigmoid(x)))),
+    "Tanh": (np.tanh, lambda x: 1.0 - np.tanh(x) ** 2),
+    "ELU": (lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))), lambda x: np.where(x > 0, 1.0, np.exp(np.minimum(x, 0.0)))),
+    "Softplus": (lambda x: np.logaddexp(0.0, x), _sigmoid),
+}
+
+
+class MLPJacobian:
+    """∂φ/∂r in forward mode, in NumPy float64, for φ = input scale then Linear/activation
+    layers (learning.nets.PoseNet, eager or TorchScript): ~100× faster than torch.func for
+    the few dozen poses of one control step. `for_module` returns None for other φ."""
+
+    def __init__(self, scale: np.ndarray, layers: list):
+        self.scale, self.layers = scale, layers
+
+    @classmethod
+    def for_module(cls, phi) -> "MLPJacobian | None":
+        try:
+            scale = phi.input_scale.detach().cpu().double().numpy().reshape(6)
+            children = list(phi.mlp.children())
+        except (AttributeError, RuntimeError):
+            return None
+        layers = []
+        for m in children:
+            kind = getattr(m, "original_name", type(m).__name__)
+            if kind == "Linear":
+                layers.append((m.weight.detach().cpu().double().numpy(), m.bias.detach().cpu().double().numpy()))
+            elif kind in _ACTIVATIONS and (kind != "ELU" or getattr(m, "alpha", 1.0) == 1.0) \
+                    and (kind != "Softplus" or (getattr(m, "beta", 1.0) == 1.0)):
+                layers.append(_ACTIVATIONS[kind])
+            else:
+                return None
+        return cls(scale, layers)
+
+    def __call__(self, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(φ(r) (B, D), ∂φ/∂r (B, D, 6)) at r (B, 6)."""
+        x = np.asarray(r, dtype=np.float64) * self.scale
+        B = len(x)
+        J = np.repeat(np.diag(self.scale)[:, None, :], B, 1).reshape(6, B * 6)   # (h, B·6): one GEMM a layer
+        for layer in self.layers:
+            if isinstance(layer[0], np.ndarray):
+                W, b = layer
+                x = x @ W.T + b
+                J = W @ J
+            else:
+                f, df = layer
+                J = (J.reshape(-1, B, 6) * df(x).T[:, :, None]).reshape(-1, B * 6)
+                x = f(x)
+        return x, J.reshape(-1, B, 6).transpose(1, 0, 2)
+
+
+_JACOBIANS: dict = {}
+
+
+def _fast_jacobian(phi):
+    key = id(phi)
+    hit = _JACOBIANS.get(key)
+    if hit is None or hit[0] is not phi:
+        hit = (phi, MLPJacobian.for_module(phi))
+        _JACOBIANS[key] = hit
+    return hit[1]
+
+
 def latent_interaction(phi, r: np.ndarray, dtype=torch.float32) -> np.ndarray:
-    """L_z = ∂φ/∂r · L_r at poses r (B, 6) -> (B, D, 6) (paper III-D with eq. 5)."""
+    """L_z = ∂φ/∂r · L_r at poses r (B, 6) -> (B, D, 6) (paper III-D with eq. 5).
+
+    ∂φ/∂r in NumPy float64 for MLP φ (MLPJacobian), else torch.func forward mode in `dtype`."""
     r = np.asarray(r, dtype=np.float64)
-    J = phi_jacobian(phi, torch.as_tensor(r, dtype=dtype)).numpy().astype(np.float64)
+    fast = _fast_jacobian(phi)
+    if fast is not None:
+        J = fast(r)[1]
+    else:
+        J = phi_jacobian(phi, torch.as_tensor(r, dtype=dtype)).numpy().astype(np.float64)
     return J @ L_pose(r)
 
 
@@ -143,10 +219,41 @@ class PoseBank:
 
     bank.search(z, k) -> (dist (B, k), idx (B, k)); bank.interaction(z, k, ...) -> L_z (B, D, 6)."""
 
-    def __init__(self, phi, poses: np.ndarray, index, config: BankConfig, key: str = "", build_s: float = 0.0):
+    def __init__(self, phi, poses: np.ndarray, index, config: BankConfig, key: str = "", build_s: float = 0.0,
+                 cache_entries: int = 100_000):
         self.phi, self.poses, self.index, self.config, self.key = phi, poses, index, config, key
         self.build_s = build_s
         self.set_nprobe(config.nprobe)
+        # L_z_j of the bank poses visited so far (servoing revisits the same neighbours step
+        # after step): slot[j] indexes _lz, -1 if not computed; emptied when full.
+        self.cache_entries = int(cache_entries)
+        self._slot = np.full(len(poses), -1, dtype=np.int32)
+        self._lz = np.empty((0, self.index.d, 6), dtype=np.float32)
+        self._used = 0
+
+    def bank_interaction(self, ids: np.ndarray) -> np.ndarray:
+        """L_z_j = ∂φ/∂r · L_r at bank poses `ids` (any shape) -> ids.shape + (D, 6), float64;
+        computed once per pose and kept (up to cache_entries poses)."""
+        ids = np.asarray(ids)
+        flat = ids.reshape(-1)
+        uniq = np.unique(flat)
+        if len(uniq) > self.cache_entries:                          # more than the cache holds
+            return latent_interaction(self.phi, self.poses[flat]).reshape(ids.shape + (self.index.d, 6))
+        missing = uniq[self._slot[uniq] < 0]
+        if len(missing):
+            if self._used + len(missing) > self.cache_entries:   # full: start again
+                self._slot[:] = -1
+                self._used = 0
+                missing = uniq
+            if len(self._lz) < self._used + len(missing):
+                grow = np.empty((max(self._used + len(missing), min(2 * len(self._lz) + 1024, self.cache_entries)),
+                                 self.index.d, 6), dtype=np.float32)
+                grow[:self._used] = self._lz[:self._used]
+                self._lz = grow
+            self._lz[self._used:self._used + len(missing)] = latent_interaction(self.phi, self.poses[missing])
+            self._slot[missing] = np.arange(self._used, self._used + len(missing))
+            self._used += len(missing)
+        return self._lz[self._slot[flat]].astype(np.float64).reshape(ids.shape + (self.index.d, 6))
 
     # -- building
     @classmethod
@@ -180,9 +287,9 @@ class PoseBank:
         return self.index.d
 
     def nbytes(self) -> int:
-        """Bytes held by the poses and the index (vectors + ids + coarse centroids)."""
+        """Bytes held by the poses, the index (vectors + ids + coarse centroids) and the L_z cache."""
         import faiss
-        n = self.poses.nbytes + self.index.ntotal * self.index.d * 4
+        n = self.poses.nbytes + self.index.ntotal * self.index.d * 4 + self._slot.nbytes + self._lz.nbytes
         ivf = faiss.try_extract_index_ivf(self.index) if not isinstance(self.index, faiss.IndexFlat) else None
         if ivf is not None:
             n += self.index.ntotal * 8 + ivf.nlist * self.index.d * 4
@@ -193,9 +300,9 @@ class PoseBank:
         """K nearest bank embeddings of z (B, D): Euclidean distances (B, k) and row ids (B, k)."""
         z = np.ascontiguousarray(np.atleast_2d(z), dtype=np.float32)
         d2, idx = self.index.search(z, int(k))
-        if (idx < 0).any():  # IVF found fewer than k in its probed lists: visit them all
-            import faiss
-            ivf = faiss.try_extract_index_ivf(self.index)
+        import faiss
+        ivf = faiss.try_extract_index_ivf(self.index) if not isinstance(self.index, faiss.IndexFlat) else None
+        if ivf is not None and (idx < 0).any():  # fewer than k in the probed lists: visit them all
             old = ivf.nprobe
             ivf.nprobe = ivf.nlist
             bad = (idx < 0).any(1)
@@ -213,7 +320,7 @@ class PoseBank:
         if mode == "knn":
             dist, idx = self.search(z, k)
             r = self.poses[idx].astype(np.float64)                      # (B, k, 6)
-            L = latent_interaction(self.phi, r.reshape(-1, 6)).reshape(len(z), k, -1, 6)
+            L = self.bank_interaction(idx)                               # L_z_j (B, k, D, 6)
             alpha = knn_weights(dist, weighting)                         # eq. 13
             return np.einsum("bk,bkij->bij", alpha, L), np.einsum("bk,bki->bi", alpha, r)
         if mode == "refine":

@@ -112,11 +112,15 @@ class MLVS(ControlLaw):
         return L_z
 
     def _control(self, z: np.ndarray, z_goal: np.ndarray, r_true: np.ndarray | None = None) -> np.ndarray:
-        e = z - z_goal                                               # e = z_I − z*
-        L_z = self.interaction(z, r_true)
+        e = np.broadcast_to(z - z_goal, z.shape)                     # e = z_I − z*
         v = np.zeros((len(z), 6))
-        ok = np.isfinite(L_z).all((1, 2)) & np.isfinite(e).all(1)    # a NaN input stops that task only
-        v[ok] = -self.gain * (np.linalg.pinv(L_z[ok]) @ e[ok, :, None])[..., 0]   # eq. 14
+        ok = np.isfinite(e).all(1)                                   # a NaN input stops that task only
+        if not ok.any():
+            return v
+        L_z = self.interaction(z[ok], None if r_true is None else r_true[ok])
+        good = np.isfinite(L_z).all((1, 2))
+        rows = np.flatnonzero(ok)[good]
+        v[rows] = -self.gain * (np.linalg.pinv(L_z[good]) @ e[rows, :, None])[..., 0]   # eq. 14
         return v
 
 

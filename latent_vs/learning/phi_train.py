@@ -33,36 +33,32 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..geometry import L_pose, error_metrics, pose_difference, se3_exp
-from ..posebank import phi_jacobian
+from ..geometry import error_metrics, pose_difference, se3_exp
+from ..posebank import latent_interaction
 from .losses import pairwise_latent_distance, se3_pair_distance
 from ..scene import SceneConfig, goal_pose
 from ..tasks import sample_tasks, sample_training_poses
 
 
-def oracle_servo(phi, tasks: np.ndarray, goal: np.ndarray, gain: float = 0.1, iters: int = 1500,
-                 dtype=torch.float64) -> dict:
+def oracle_servo(phi, tasks: np.ndarray, goal: np.ndarray, gain: float = 0.1, iters: int = 1500) -> dict:
     """Closed-loop oracle with φ's exact Jacobian: z_I := φ(Δr_true), v = −λ L_z⁺ (z − z*)
     (eq. 14), T ← T · exp(v). Returns per-task initial/final errors (m, rad) and path length."""
-    phi_d = phi.to(dtype) if isinstance(phi, torch.nn.Module) else phi
-    T = tasks.copy()
+    T = np.array(tasks, dtype=np.float64)
     t0, r0 = error_metrics(goal, T)
-    z_goal = phi_d(torch.zeros(1, 6, dtype=dtype))[0].detach()
+    with torch.no_grad():
+        z_goal = phi(torch.zeros(1, 6)).double().numpy()
     length = np.zeros(len(T))
     for _ in range(iters):
         r = pose_difference(goal, T)
-        rt = torch.as_tensor(r, dtype=dtype)
         with torch.no_grad():
-            e = phi_d(rt) - z_goal
-        J = phi_jacobian(phi_d, rt)                                   # ∂φ/∂r
-        L_z = J @ torch.as_tensor(L_pose(r), dtype=dtype)             # L_z = ∂φ/∂r · L_r (eq. 5)
-        v = -gain * (torch.linalg.pinv(L_z) @ e[..., None])[..., 0]   # eq. 14
-        v = v.numpy()
+            e = phi(torch.as_tensor(r, dtype=torch.float32)).double().numpy() - z_goal
+        L_z = latent_interaction(phi, r)                               # L_z = ∂φ/∂r · L_r (eq. 5)
+        v = np.zeros((len(T), 6))
+        ok = np.isfinite(L_z).all((1, 2)) & np.isfinite(e).all(1)
+        v[ok] = -gain * (np.linalg.pinv(L_z[ok]) @ e[ok, :, None])[..., 0]   # eq. 14
         length += np.linalg.norm(v[:, :3], axis=1)
         T = T @ se3_exp(v)
     t1, r1 = error_metrics(goal, T)
-    if isinstance(phi, torch.nn.Module):
-        phi.float()
     return {"t0": t0, "r0": r0, "t1": t1, "r1": r1, "length": length}
 
 

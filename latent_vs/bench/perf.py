@@ -1,0 +1,221 @@
+"""`latent-vs perf`: latency and memory of the MLVS control step on the CPU (paper III-D).
+
+Per control step, on `--threads` CPU threads (default 2): ψ forward on one camera image,
+the K nearest pose embeddings (FAISS), eq. 13's L_z (L_z_j of the K neighbours computed on
+the fly, kept in the bank's cache) and eq. 14's pseudo-inverse — median and p99. Steps are
+timed along real oracle servo trajectories (consecutive steps revisit neighbours, as a robot
+does) and on cold random queries (every neighbour's L_z computed). Also: the bank's build
+time from scratch and from the disk cache, and the resident memory it adds; and, side by
+side on the same bank, the authors' approach: scikit-learn's KNeighborsRegressor
+(KD-tree, weights="distance") over the stored table of every L_z_j.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import time
+
+import numpy as np
+
+from ..errors import UserError
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _stats(ms: list[float]) -> dict:
+    a = np.asarray(ms)
+    return {"median_ms": float(np.median(a)), "p99_ms": float(np.percentile(a, 99)), "n": int(len(a))}
+
+
+def bank_config_for(size: int):
+    """The bank for --bank-size N: the authors' grid with round((0.99 N)^(1/6)) steps per DOF
+    plus 1% of N near the goal (N = 10^6 -> 10 steps, 10^6 + 10^4 poses)."""
+    from ..posebank import BankConfig
+    steps = max(2, int(round((0.99 * size) ** (1 / 6))))
+    return BankConfig(grid_steps=steps, near_goal=max(100, size // 100))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="latent-vs perf", description=__doc__.split("\n\n")[0] + " Prints a table and writes JSON.")
+    p.add_argument("--model", default=None, help="model directory (default: models/default)")
+    p.add_argument("--bank-size", type=int, default=10**6, help="pose bank size N (default 10^6: the authors' grid)")
+    p.add_argument("--k", type=int, default=50, help="neighbours of eq. 13 (default 50)")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads for torch and FAISS (default 2)")
+    p.add_argument("--steps", type=int, default=300, help="timed control steps per measurement (default 300)")
+    p.add_argument("--no-sklearn", action="store_true", help="skip the scikit-learn side-by-side")
+    p.add_argument("--out", default="perf.json", help="JSON output (default ./perf.json)")
+    return p
+
+
+def main(argv=None) -> int:
+    a = build_parser().parse_args(argv)
+    if a.bank_size < 1000:
+        raise UserError(f"--bank-size must be at least 1000 (got {a.bank_size})")
+    if a.k < 1 or a.threads < 1 or a.steps < 10:
+        raise UserError("--k and --threads must be at least 1, --steps at least 10")
+    out_dir = os.path.dirname(os.path.abspath(a.out))
+    if not os.path.isdir(out_dir):
+        raise UserError(f"--out: no such directory: {out_dir}")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import faiss
+    import torch
+    from tqdm import tqdm
+
+    from ..control.mlvs import MLVS
+    from ..geometry import pose_difference, se3_exp
+    from ..learning.export import load_model
+    from ..paths import model_dir as resolve
+    from ..posebank import PoseBank, knn_weights
+    from ..scene import Scene
+    from ..tasks import sample_tasks
+
+    torch.set_num_threads(a.threads)
+    faiss.omp_set_num_threads(a.threads)
+    model = load_model(resolve(a.model or "default"))
+    res: dict = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                             "threads": a.threads, "torch": torch.__version__, "faiss": faiss.__version__},
+                 "model": model.model_dir, "k": a.k}
+    prog = tqdm(total=6, desc="perf", unit="stage")
+
+    # -- bank: build from scratch, memory, save and load
+    cfg = bank_config_for(a.bank_size)
+    gc.collect()
+    m0 = _rss_mib()
+    t = time.perf_counter()
+    bank = PoseBank.build(model.phi, cfg)
+    build_s = time.perf_counter() - t
+    gc.collect()
+    res["bank"] = {"size": len(bank), "grid_steps": cfg.grid_steps, "index": cfg.index, "nlist": bank.index.nlist
+                   if hasattr(bank.index, "nlist") else 0, "nprobe": cfg.nprobe, "build_s": build_s,
+                   "rss_added_mib": _rss_mib() - m0}
+    tmp = os.path.join(out_dir, f".perf-bank-{os.getpid()}.npz")
+    try:
+        bank.save(tmp)
+        t = time.perf_counter()
+        bank = PoseBank.load(tmp, model.phi)
+        res["bank"]["load_from_cache_s"] = time.perf_counter() - t
+        res["bank"]["cache_file_mib"] = os.path.getsize(tmp) / 2**20
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    prog.update()
+
+    # -- ψ forward on one image at the model's camera
+    scene = Scene(model.scene, model.camera)
+    goal = model.goal_pose
+    tasks = sample_tasks(8, seed=0, scene=model.scene)
+    img = scene.render(tasks[0])
+    model.encode(img[None])
+    psi_ms = []
+    for _ in range(max(30, a.steps // 5)):
+        t = time.perf_counter()
+        model.encode(img[None])
+        psi_ms.append(1e3 * (time.perf_counter() - t))
+    res["psi"] = _stats(psi_ms) | {"image_size": model.image_size}
+    prog.update()
+
+    # -- control step without ψ (KNN, eq. 13, eq. 14) along oracle servo trajectories
+    law = MLVS(model, k=a.k, bank=bank)
+    law.set_goal_latent(model.embed_poses(np.zeros((1, 6))))
+    T = tasks.copy()
+    parts = {"knn_ms": [], "lz_ms": [], "pinv_ms": [], "total_ms": []}
+
+    def timed_step(z):
+        t0 = time.perf_counter()
+        dist, idx = bank.search(z, a.k)
+        t1 = time.perf_counter()
+        L = np.einsum("bk,bkij->bij", knn_weights(dist, "inverse"), bank.bank_interaction(idx))   # eq. 13
+        t2 = time.perf_counter()
+        v = -law.gain * (np.linalg.pinv(L) @ (z - law.z_goal)[..., None])[..., 0]             # eq. 14
+        t3 = time.perf_counter()
+        return v, (t1 - t0, t2 - t1, t3 - t2, t3 - t0)
+
+    for it in range(a.steps):
+        i = it % len(T)
+        z = model.embed_poses(pose_difference(goal, T[i]))
+        v, dt = timed_step(z.astype(np.float64))
+        for key, x in zip(parts, dt):
+            parts[key].append(1e3 * x)
+        T[i] = T[i] @ se3_exp(v[0])
+    res["step_servo"] = {k: _stats(v) for k, v in parts.items()}
+    prog.update()
+
+    # -- cold steps: random queries, every neighbour's L_z computed
+    rng = np.random.default_rng(1)
+    cold = {k: [] for k in parts}
+    zq = model.embed_poses(bank.poses[rng.integers(0, len(bank), a.steps)] + rng.normal(0, 0.02, (a.steps, 6)))
+    for z in zq:
+        bank._slot[:] = -1
+        bank._used = 0
+        _, dt = timed_step(z[None].astype(np.float64))
+        for key, x in zip(cold, dt):
+            cold[key].append(1e3 * x)
+    res["step_cold"] = {k: _stats(v) for k, v in cold.items()}
+    prog.update()
+
+    # -- the authors' approach on the same bank: stored L_z table + KNeighborsRegressor
+    if not a.no_sklearn:
+        from sklearn.neighbors import KNeighborsRegressor
+        z_bank = np.concatenate([model.embed_poses(bank.poses[i:i + 65536]) for i in range(0, len(bank), 65536)])
+        gc.collect()
+        m1 = _rss_mib()
+        t = time.perf_counter()
+        from ..posebank import latent_interaction
+        table = np.concatenate([latent_interaction(model.phi, bank.poses[i:i + 20000]).reshape(-1, 6 * model.latent_dim)
+                                .astype(np.float32) for i in range(0, len(bank), 20000)])
+        table_s = time.perf_counter() - t
+        t = time.perf_counter()
+        knr = KNeighborsRegressor(n_neighbors=a.k, weights="distance", algorithm="kd_tree", n_jobs=a.threads)
+        knr.fit(z_bank, table)
+        fit_s = time.perf_counter() - t
+        gc.collect()
+        sk_ms = []
+        for z in zq[: max(10, a.steps // 10)]:
+            t = time.perf_counter()
+            L = knr.predict(z[None]).reshape(1, model.latent_dim, 6)
+            np.linalg.pinv(L) @ (z[None] - law.z_goal)[..., None]
+            sk_ms.append(1e3 * (time.perf_counter() - t))
+        res["sklearn"] = _stats(sk_ms) | {"table_s": table_s, "fit_s": fit_s, "rss_added_mib": _rss_mib() - m1,
+                                          "table_mib": table.nbytes / 2**20}
+        res["speedup_vs_sklearn"] = {"servo": res["sklearn"]["median_ms"] / res["step_servo"]["total_ms"]["median_ms"],
+                                     "cold": res["sklearn"]["median_ms"] / res["step_cold"]["total_ms"]["median_ms"]}
+        del knr, table, z_bank
+    prog.update()
+    prog.close()
+
+    tmp = a.out + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(res, f, indent=1)
+    os.replace(tmp, a.out)
+    print(format_table(res))
+    print(f"results in {a.out}")
+    return 0
+
+
+def format_table(res: dict) -> str:
+    b, s, c = res["bank"], res["step_servo"], res["step_cold"]
+    rows = [("ψ forward (1 image, %d px)" % res["psi"]["image_size"], res["psi"]),
+            ("KNN search (FAISS %s, servo)" % b["index"], s["knn_ms"]),
+            ("L_z eq. 13 (servo, cached L_z_j)", s["lz_ms"]),
+            ("pinv + eq. 14", s["pinv_ms"]),
+            ("control step without ψ (servo)", s["total_ms"]),
+            ("control step without ψ (cold)", c["total_ms"])]
+    if "sklearn" in res:
+        rows.append(("authors: sklearn KNeighborsRegressor + pinv", res["sklearn"]))
+    lines = [f"MLVS control step on {res['machine']['threads']} CPU thread(s), K={res['k']}, bank {b['size']:,} poses",
+             f"{'':46s} {'median ms':>10s} {'p99 ms':>10s}"]
+    lines += [f"{name:46s} {r['median_ms']:10.3f} {r['p99_ms']:10.3f}" for name, r in rows]
+    lines.append(f"bank: built in {b['build_s']:.1f} s, loaded from cache in {b['load_from_cache_s']:.2f} s "
+                 f"({b['cache_file_mib']:.0f} MiB file), resident memory +{b['rss_added_mib']:.0f} MiB")
+    if "sklearn" in res:
+        sk = res["sklearn"]
+        lines.append(f"authors' table of L_z: {sk['table_mib']:.0f} MiB, +{sk['rss_added_mib']:.0f} MiB resident, "
+                     f"fit {sk['fit_s']:.1f} s; speed-up of ours: {res['speedup_vs_sklearn']['servo']:.0f}x (servo), "
+                     f"{res['speedup_vs_sklearn']['cold']:.0f}x (cold)")
+    return "\n".join(lines)
