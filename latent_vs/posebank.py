@@ -236,6 +236,9 @@ class PoseBank:
         computed once per pose and kept (up to cache_entries poses)."""
         ids = np.asarray(ids)
         flat = ids.reshape(-1)
+        slots = self._slot[flat]
+        if (slots >= 0).all():                                       # all cached: a gather
+            return self._lz[slots].astype(np.float64).reshape(ids.shape + (self.index.d, 6))
         uniq = np.unique(flat)
         if len(uniq) > self.cache_entries:                          # more than the cache holds
             return latent_interaction(self.phi, self.poses[flat]).reshape(ids.shape + (self.index.d, 6))
@@ -321,8 +324,9 @@ class PoseBank:
             dist, idx = self.search(z, k)
             r = self.poses[idx].astype(np.float64)                      # (B, k, 6)
             L = self.bank_interaction(idx)                               # L_z_j (B, k, D, 6)
-            alpha = knn_weights(dist, weighting)                         # eq. 13
-            return np.einsum("bk,bkij->bij", alpha, L), np.einsum("bk,bki->bi", alpha, r)
+            alpha = knn_weights(dist, weighting)[:, None, :]             # eq. 13
+            B = len(z)
+            return (alpha @ L.reshape(B, k, -1)).reshape(B, -1, 6), (alpha @ r)[:, 0]
         if mode == "refine":
             _, idx = self.search(z, 1)
             r_hat = refine_pose(self.phi, self.poses[idx[:, 0]].astype(np.float64), z, refine_steps)

@@ -34,12 +34,12 @@ def test_train_phi_fits_eq9_and_is_seeded():
     logs = []
     a, b = PoseNet(), PoseNet()
     b.load_state_dict(a.state_dict())
-    out = train_phi(a, steps=150, batch_size=64, lr=1e-3, w_t=w_t, w_r=w_r, seed=3, pool_size=2000,
+    out = train_phi(a, steps=300, batch_size=64, lr=1e-3, w_t=w_t, w_r=w_r, seed=3, pool_size=2000,
                     log=lambda s, l: logs.append((s, l)), log_every=50, diagnostics=False)
-    train_phi(b, steps=150, batch_size=64, lr=1e-3, w_t=w_t, w_r=w_r, seed=3, pool_size=2000, diagnostics=False)
+    train_phi(b, steps=300, batch_size=64, lr=1e-3, w_t=w_t, w_r=w_r, seed=3, pool_size=2000, diagnostics=False)
     for pa, pb in zip(a.state_dict().values(), b.state_dict().values()):
         torch.testing.assert_close(pa, pb)
-    assert [s for s, _ in logs] == [50, 100, 150] and logs[-1][1]["lr"] == pytest.approx(0.0, abs=1e-9)
+    assert [s for s, _ in logs] == [50, 100, 150, 200, 250, 300] and logs[-1][1]["lr"] == pytest.approx(0.0, abs=1e-9)
     assert out["final_loss"] < 0.25 and logs[-1][1]["loss_phi"] < logs[0][1]["loss_phi"]
     # latent distances follow d_SE(3) (eq. 8) on held-out poses
     r = pose_difference(goal_pose(), sample_training_poses(200, seed=77))

@@ -137,3 +137,14 @@ def test_load_or_build_caches_rebuilds_truncated_and_keys_on_phi(phi, tmp_path):
     other = torch.jit.script(PoseNet(activation="silu").eval())
     with pytest.raises(BankError, match="another φ"):
         PoseBank.load(path, other)
+
+
+def test_perf_command_rejects_bad_input(tmp_path):
+    from latent_vs.bench import perf
+    with pytest.raises(UserError, match="bank-size"):
+        perf.main(["--bank-size", "10"])
+    with pytest.raises(UserError, match="--out"):
+        perf.main(["--out", str(tmp_path / "missing" / "perf.json")])
+    with pytest.raises(SystemExit) as e:
+        perf.main(["--help"])
+    assert e.value.code == 0
