@@ -82,12 +82,33 @@ def _has_model(model_dir: str) -> bool:
     return os.path.isfile(os.path.join(model_dir, "meta.json"))
 
 
+def _not_servo_grade(model_dir: str) -> str | None:
+    """Why the default model should not drive the demo, from the Table I figures recorded in its
+    meta.json (`latent-vs bench` writes them there); None when it converged on most tasks or has
+    no recorded figures."""
+    try:
+        with open(os.path.join(model_dir, "meta.json")) as f:
+            row = json.load(f).get("benchmark", {}).get("mlvs-k50/clean", {})
+    except (OSError, ValueError):
+        return None
+    pct = row.get("converged_pct")
+    if pct is None or pct >= 50:
+        return None
+    return (f"the default model ({model_dir}) converged on only {pct:.1f}% of {row.get('tasks', '?')} "
+            "benchmark tasks (its meta.json), too few to demo")
+
+
 def choose(args) -> tuple[str, str | None]:
     """(method, model_dir) from the options; falls back to pbvs (with a message) without a model."""
     model_dir = paths.model_dir(args.model or "default")
     method = args.method
     if method is None:
-        if _has_model(model_dir):
+        weak = None if args.model else _not_servo_grade(model_dir)
+        if weak:
+            print(f"latent-vs demo: {weak}; running PBVS on the simulator's true pose instead "
+                  "(--method mlvs runs the model anyway)", file=sys.stderr)
+            method = "pbvs"
+        elif _has_model(model_dir):
             method = "mlvs"
         elif args.model:
             raise UserError(f"model not found: {os.path.join(model_dir, 'meta.json')}")
@@ -172,8 +193,9 @@ def run_demo(method: str, model_dir: str | None, sim_params: dict, max_time: flo
         probe = Probe(**common)
         nodes.append(probe)
         if record:
-            from .record import BagRecorder
-            recorder = BagRecorder("demo_recorder", record, **common)
+            from .record import BagRecorder, run_metadata
+            recorder = BagRecorder("demo_recorder", record, custom_data=run_metadata(
+                method, model_dir, goal_pose=sim.goal_pose, **settings), **common)
             nodes.append(recorder)
         executor = MultiThreadedExecutor(num_threads=3, context=context)
         for n in nodes:
