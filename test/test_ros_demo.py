@@ -43,6 +43,19 @@ def test_demo_without_a_model_says_so(tmp_path, capsys):
         assert json.load(open(tmp_path / "demo.json"))["method"] == "pbvs"
 
 
+def test_demo_falls_back_to_pbvs_when_the_default_model_does_not_servo(tmp_path):
+    from latent_vs.ros.demo import _not_servo_grade
+    meta = {"benchmark": {"mlvs-k50/clean": {"converged_pct": 12.5, "tasks": 500}}}
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    why = _not_servo_grade(str(tmp_path))
+    assert why and "12.5%" in why and "500" in why
+    meta["benchmark"]["mlvs-k50/clean"]["converged_pct"] = 99.0
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    assert _not_servo_grade(str(tmp_path)) is None
+    (tmp_path / "meta.json").write_text(json.dumps({"benchmark": {}}))   # no figures: try the model
+    assert _not_servo_grade(str(tmp_path)) is None
+
+
 def test_demo_records_a_bag(tmp_path, capsys):
     pytest.importorskip("latent_vs.ros.record")
     from rosbags.highlevel import AnyReader
