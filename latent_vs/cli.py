@@ -16,6 +16,7 @@ COMMANDS = {
     "replay": ("latent_vs.replay", "replay a ROS 2 bag offline (or --publish it live)"),
     "record": ("latent_vs.ros.record", "record a simulated or live run to a ROS 2 bag"),
     "tasks": ("latent_vs.tasks", "print the initial-error statistics of the benchmark tasks"),
+    "figures": ("latent_vs.bench.figures", "the paper's Fig. 3a, 3b and a Fig. 4-style panel as PNGs"),
 }
 
 
@@ -36,6 +37,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         module = importlib.import_module(COMMANDS[name][0])
+    except ImportError as e:
+        print(f"latent-vs {name}: error: cannot load {COMMANDS[name][0]} ({e}); "
+              "re-run `make setup` (scripts/setup_env.sh) to refresh the installed package", file=sys.stderr)
+        return 2
+    try:
         return int(module.main(rest) or 0)
     except UserError as e:
         print(f"latent-vs {name}: error: {e}", file=sys.stderr)
