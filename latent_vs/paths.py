@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
 
 _SRC_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def share_dir() -> str:
-    """share/latent_vs of an installed package, or the source checkout's root."""
+    """share/latent_vs of an installed package (ament index, else <prefix>/share/latent_vs where
+    pip puts data files), or the source checkout's root."""
     try:
         from ament_index_python.packages import get_package_share_directory
         d = get_package_share_directory("latent_vs")
@@ -16,11 +18,14 @@ def share_dir() -> str:
             return d
     except Exception:  # not installed, or AMENT_PREFIX_PATH unset
         pass
-    return _SRC_ROOT
+    d = os.path.join(sys.prefix, "share", "latent_vs")
+    return d if os.path.isdir(d) else _SRC_ROOT
 
 
 def _first_existing(*rel: str) -> str:
-    for root in (_SRC_ROOT, share_dir()):
+    # a source checkout (package.xml beside the package) wins over an installed copy
+    roots = ([_SRC_ROOT] if os.path.isfile(os.path.join(_SRC_ROOT, "package.xml")) else []) + [share_dir()]
+    for root in roots:
         p = os.path.join(root, *rel)
         if os.path.exists(p):
             return p
