@@ -155,7 +155,7 @@ def run_demo(method: str, model_dir: str | None, sim_params: dict, max_time: flo
     """Start the nodes in a private context, servo until converged or max_time, stop them
     (the controller's zero twist included). Returns time series and end metrics."""
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
 
     from ..bench.metrics import error_converged
@@ -197,7 +197,7 @@ def run_demo(method: str, model_dir: str | None, sim_params: dict, max_time: flo
             recorder = BagRecorder("demo_recorder", record, custom_data=run_metadata(
                 method, model_dir, goal_pose=sim.goal_pose, **settings), **common)
             nodes.append(recorder)
-        executor = MultiThreadedExecutor(num_threads=3, context=context)
+        executor = SingleThreadedExecutor(context=context)
         for n in nodes:
             executor.add_node(n)
 
