@@ -142,19 +142,11 @@ def _import_rclpy():
     return Node
 
 
-def _msg_class(msgtype: str):
-    """'sensor_msgs/msg/Image' -> the rclpy message class."""
-    import importlib
-    pkg, _, name = msgtype.split("/")
-    try:
-        return getattr(importlib.import_module(f"{pkg}.msg"), name)
-    except (ImportError, AttributeError):
-        raise UserError(f"message type {msgtype} is not installed (no Python package {pkg})") from None
-
-
 def _make_bag_recorder_class():
     Node = _import_rclpy()
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+    from .bag_publisher import msg_class
 
     class BagRecorder(Node):
         """An rclpy node that writes the given topics to a bag with rosbags.
@@ -205,7 +197,7 @@ def _make_bag_recorder_class():
                                  reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
                                  durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
                 self._subs[name] = self.create_subscription(
-                    _msg_class(msgtype), name, self._callback(name, msgtype), qos, raw=True)
+                    msg_class(msgtype), name, self._callback(name, msgtype), qos, raw=True)
                 self.counts[name] = 0
                 del self._pending[name]
             if not self._pending and getattr(self, "_timer", None) is not None:
