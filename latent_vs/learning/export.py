@@ -255,25 +255,21 @@ class LatentModel:
             raise ModelError(f"{meta_path}: missing or bad field ({type(e).__name__}: {e})") from None
         self.psi = load_torchscript(os.path.join(self.model_dir, "psi.pt"), device)
         self.phi = load_torchscript(os.path.join(self.model_dir, "phi.pt"), device)
-        S, D = self.image_size, self.latent_dim
+        S = self.image_size
+        self._check_net("psi.pt", self.psi, torch.zeros(1, 1, S, S, device=device),
+                        f"does not take (1, 1, {S}, {S}) images as meta.json says")
+        self._check_net("phi.pt", self.phi, torch.zeros(1, 6, device=device), "does not take (1, 6) poses")
+
+    def _check_net(self, name: str, net, example: torch.Tensor, what: str) -> None:
+        """Run `net` on `example`; it must give (1, latent_dim), else a ModelError naming the file."""
+        path = os.path.join(self.model_dir, name)
         try:
             with torch.no_grad():
-                zi = self.psi(torch.zeros(1, 1, S, S, device=device))
+                z = net(example)
         except Exception as e:
-            raise ModelError(f"{os.path.join(self.model_dir, 'psi.pt')}: does not take (1, 1, {S}, {S}) images "
-                             f"as meta.json says ({str(e).splitlines()[0][:160]})") from None
-        if tuple(zi.shape) != (1, D):
-            raise ModelError(f"{os.path.join(self.model_dir, 'psi.pt')}: outputs {tuple(zi.shape)}, "
-                             f"meta.json says latent_dim {D}")
-        try:
-            with torch.no_grad():
-                zr = self.phi(torch.zeros(1, 6, device=device))
-        except Exception as e:
-            raise ModelError(f"{os.path.join(self.model_dir, 'phi.pt')}: does not take (1, 6) poses "
-                             f"({str(e).splitlines()[0][:160]})") from None
-        if tuple(zr.shape) != (1, D):
-            raise ModelError(f"{os.path.join(self.model_dir, 'phi.pt')}: outputs {tuple(zr.shape)}, "
-                             f"meta.json says latent_dim {D}")
+            raise ModelError(f"{path}: {what} ({str(e).splitlines()[0][:160]})") from None
+        if tuple(z.shape) != (1, self.latent_dim):
+            raise ModelError(f"{path}: outputs {tuple(z.shape)}, meta.json says latent_dim {self.latent_dim}")
 
     def normalise(self, images_u8: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(np.ascontiguousarray(images_u8)).to(self.device)
