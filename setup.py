@@ -25,7 +25,7 @@ setup(
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
         (share, ["package.xml"]),
         (os.path.join(share, "launch"), glob("launch/*.launch.py")),
-        (os.path.join(share, "config"), glob("config/*.yaml")),
+        (os.path.join(share, "config"), glob("config/*.yaml") + glob("config/*.pt")),
     ] + tree("models", share),
     install_requires=["setuptools"],
     zip_safe=False,

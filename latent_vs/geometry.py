@@ -19,12 +19,11 @@ _EPS = 1e-9
 def skew(w: np.ndarray) -> np.ndarray:
     """[w]x, the cross-product matrix. (..., 3) -> (..., 3, 3)."""
     w = np.asarray(w, dtype=float)
-    z = np.zeros(w.shape[:-1])
-    return np.stack([
-        np.stack([z, -w[..., 2], w[..., 1]], -1),
-        np.stack([w[..., 2], z, -w[..., 0]], -1),
-        np.stack([-w[..., 1], w[..., 0], z], -1),
-    ], -2)
+    K = np.zeros(w.shape[:-1] + (3, 3))
+    K[..., 0, 1], K[..., 0, 2] = -w[..., 2], w[..., 1]
+    K[..., 1, 0], K[..., 1, 2] = w[..., 2], -w[..., 0]
+    K[..., 2, 0], K[..., 2, 1] = -w[..., 1], w[..., 0]
+    return K
 
 
 def rotation_from_thetau(tu: np.ndarray) -> np.ndarray:
@@ -151,11 +150,26 @@ def L_thetau(tu: np.ndarray) -> np.ndarray:
 
 
 def L_pose(r: np.ndarray) -> np.ndarray:
-    """Eq. 5: interaction matrix of Δr = (c*t_c, θu) w.r.t. the camera twist. (..., 6) -> (..., 6, 6)."""
+    """Eq. 5: interaction matrix of Δr = (c*t_c, θu) w.r.t. the camera twist. (..., 6) -> (..., 6, 6).
+
+    Blocks R(θu) (Rodrigues) and L_θu (see L_thetau) from one [θu]x and its square:
+    R = I + (sin θ/θ) K + ((1 − cos θ)/θ²) K², L_θu = I + K/2 + ((1 − sinc θ / sinc²(θ/2))/θ²) K²
+    (the control step calls this for every new neighbour: one pass instead of two)."""
     r = np.asarray(r, dtype=float)
+    tu = r[..., 3:]
+    theta = np.sqrt((tu * tu).sum(-1))[..., None, None]
+    K = skew(tu)
+    K2 = K @ K
+    small = theta < 1e-6
+    th = np.where(small, 1.0, theta)
+    a = np.where(small, 1.0 - theta**2 / 6.0, np.sin(th) / th)
+    b = np.where(small, 0.5 - theta**2 / 24.0, (1.0 - np.cos(th)) / th**2)
+    c = np.where(small, 1.0 / 12.0, (1.0 - np.sinc(th / np.pi) / np.sinc(th / (2 * np.pi)) ** 2) / th**2)
     L = np.zeros(r.shape[:-1] + (6, 6))
-    L[..., :3, :3] = rotation_from_thetau(r[..., 3:])
-    L[..., 3:, 3:] = L_thetau(r[..., 3:])
+    L[..., :3, :3] = a * K + b * K2
+    L[..., 3:, 3:] = 0.5 * K + c * K2
+    i = np.arange(6)
+    L[..., i, i] += 1.0
     return L
 
 

@@ -81,3 +81,16 @@ def test_velocity_twist_matrix_moves_twists_between_frames():
 def test_rpy_to_matrix_yaw():
     T = g.rpy_to_matrix(1, 2, 3, 0, 0, np.pi / 2)
     assert np.allclose(T[:3, :3] @ [1, 0, 0], [0, 1, 0]) and np.allclose(T[:3, 3], [1, 2, 3])
+
+
+@pytest.mark.parametrize("angle", [0.0, 1e-9, 1e-7, 1e-5, 1e-3, 0.5, 2.0, 3.1])
+def test_L_pose_blocks_are_rodrigues_and_L_thetau(angle):
+    """L_pose computes both blocks from one [θu]x: they equal R(θu) and L_θu, also at the
+    small-angle switches."""
+    rng = np.random.default_rng(int(angle * 1e3) + 1)
+    r = rng.normal(size=(50, 6))
+    r[:, 3:] *= angle / np.linalg.norm(r[:, 3:], axis=1, keepdims=True)
+    L = g.L_pose(r)
+    np.testing.assert_allclose(L[:, :3, :3], g.rotation_from_thetau(r[:, 3:]), atol=1e-12)
+    np.testing.assert_allclose(L[:, 3:, 3:], g.L_thetau(r[:, 3:]), atol=1e-12)
+    assert not L[:, :3, 3:].any() and not L[:, 3:, :3].any()

@@ -109,3 +109,13 @@ def test_image_path_with_the_tiny_model():
     big = np.stack([np.pad(i, 20) for i in imgs])   # any size: the model crops and resizes
     assert law.step(big, None, np.arange(3)).shape == (3, 6)
     assert np.allclose(law.step(imgs[:1] * 0 + scene.render(g), None, np.array([0])), 0, atol=1e-9)
+
+
+def test_pinv_apply_is_the_pseudo_inverse():
+    """Eq. 14's L⁺e by the normal equations equals NumPy's pinv; rank-deficient L falls back."""
+    from latent_vs.control.mlvs import pinv_apply
+    rng = np.random.default_rng(0)
+    L, e = rng.normal(size=(20, 32, 6)), rng.normal(size=(20, 32))
+    np.testing.assert_allclose(pinv_apply(L, e), (np.linalg.pinv(L) @ e[..., None])[..., 0], rtol=1e-9, atol=1e-12)
+    L[3, :, 5] = 0.0                                                  # a camera DOF with no effect
+    np.testing.assert_allclose(pinv_apply(L, e), (np.linalg.pinv(L) @ e[..., None])[..., 0], rtol=1e-9, atol=1e-12)

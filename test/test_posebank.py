@@ -148,3 +148,16 @@ def test_perf_command_rejects_bad_input(tmp_path):
     with pytest.raises(SystemExit) as e:
         perf.main(["--help"])
     assert e.value.code == 0
+
+
+def test_float32_jacobian_and_bank_cache_match_float64(phi, small_bank):
+    """The bank's cache computes L_z_j in float32: within float32 rounding of float64."""
+    ids = np.arange(0, len(small_bank), max(1, len(small_bank) // 40))[:40]
+    ref = latent_interaction(phi, small_bank.poses[ids])
+    f32 = latent_interaction(phi, small_bank.poses[ids], np_dtype=np.float32)
+    assert f32.dtype == np.float32
+    scale = np.abs(ref).max()
+    np.testing.assert_allclose(f32, ref, atol=1e-5 * scale)
+    small_bank._slot[:] = -1
+    small_bank._used = 0
+    np.testing.assert_allclose(small_bank.bank_interaction(ids), ref, atol=1e-5 * scale)

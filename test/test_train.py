@@ -159,3 +159,39 @@ def test_stage1_fallback_fits_eq9():
     with torch.no_grad():
         after = loss_phi_se3(phi(rt), d).item()
     assert out["steps"] == 150 and after < 0.1 * before
+
+
+@pytest.mark.slow
+def test_phi_init_and_psi_init_continue_from_a_model(tmp_path, capsys):
+    """train.phi_init takes φ from a file and skips stage 1; train.psi_init starts ψ from a
+    model (folded TorchScript weights back into weight norm), its last layer refit to φ."""
+    cfg = os.path.join(ROOT, "config", "train_small.yaml")
+    first = str(tmp_path / "first")
+    assert cli.main(["train", cfg, "--out", first, "--run-dir", str(tmp_path / "r1"), *TOY, "--max-steps", "3"]) == 0
+    recipe = os.path.join(ROOT, "config", "phi_recipe.pt")
+    out = str(tmp_path / "second")
+    assert cli.main(["train", cfg, "--out", out, "--run-dir", str(tmp_path / "r2"), *TOY, "--max-steps", "1",
+                     "--set", f"train.phi_init={recipe}", "--set", f"train.psi_init={first}/psi.pt",
+                     "--set", "train.lr=1e-12", "--set", "train.warmup_steps=0",
+                     "--set", "train.phi_pretrain_steps=500"]) == 0
+    m, ref = load_model(out), torch.jit.load(recipe)
+    r = torch.from_numpy(data.PoseSet.sample(64, 3, SceneConfig()).r)
+    torch.testing.assert_close(m.phi(r), ref(r))                       # φ is the file's, untouched
+    assert m.meta["training"]["pretrain"]["recipe"] == "phi_init: phi_recipe.pt"
+    # ψ's trunk is the first model's (lr ~0): same features, only the last layer differs
+    a, b = torch.jit.load(os.path.join(first, "psi.pt")), torch.jit.load(os.path.join(out, "psi.pt"))
+    sa, sb = a.state_dict(), b.state_dict()
+    assert set(sa) == set(sb)
+    for k in sa:
+        if not k.startswith("fc."):
+            torch.testing.assert_close(sa[k], sb[k], rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(sa["fc.weight"], sb["fc.weight"])
+    # a ψ of another architecture, or a missing file: one line naming the file
+    capsys.readouterr()
+    assert cli.main(["train", cfg, "--out", str(tmp_path / "x"), "--run-dir", str(tmp_path / "r3"), *TOY,
+                     "--max-steps", "1", "--set", "psi.width=8", "--set", f"train.psi_init={first}/psi.pt"]) == 2
+    err = capsys.readouterr().err
+    assert "psi.pt" in err and "does not match" in err and "Traceback" not in err
+    assert cli.main(["train", cfg, "--out", str(tmp_path / "x"), "--run-dir", str(tmp_path / "r4"), *TOY,
+                     "--max-steps", "1", "--set", "train.phi_init=/nonexistent/phi.pt"]) == 2
+    assert "train.phi_init not found: /nonexistent/phi.pt" in capsys.readouterr().err

@@ -67,7 +67,7 @@ def main(argv=None) -> int:
     import torch
     from tqdm import tqdm
 
-    from ..control.mlvs import MLVS
+    from ..control.mlvs import MLVS, pinv_apply
     from ..geometry import pose_difference, se3_exp
     from ..learning.export import load_model
     from ..paths import model_dir as resolve
@@ -142,7 +142,7 @@ def main(argv=None) -> int:
         t1 = time.perf_counter()
         L = (knn_weights(dist, "inverse")[:, None, :] @ bank.bank_interaction(idx).reshape(1, a.k, -1)).reshape(1, -1, 6)  # eq. 13
         t2 = time.perf_counter()
-        v = -law.gain * (np.linalg.pinv(L) @ (z - law.z_goal)[..., None])[..., 0]             # eq. 14
+        v = -law.gain * pinv_apply(L, z - law.z_goal)                                           # eq. 14
         t3 = time.perf_counter()
         return v, (t1 - t0, t2 - t1, t3 - t2, t3 - t0)
 
@@ -197,7 +197,7 @@ def main(argv=None) -> int:
         for z in zq[: max(10, a.steps // 10)]:
             t = time.perf_counter()
             L = knr.predict(z[None]).reshape(1, model.latent_dim, 6)
-            np.linalg.pinv(L) @ (z[None] - law.z_goal)[..., None]
+            pinv_apply(L, z[None] - law.z_goal)
             sk_ms.append(1e3 * (time.perf_counter() - t))
         res["sklearn"] = _stats(sk_ms) | {"table_s": table_s, "fit_s": fit_s, "rss_added_mib": _rss_mib() - m1,
                                           "table_mib": table.nbytes / 2**20}

@@ -120,8 +120,21 @@ class MLVS(ControlLaw):
         L_z = self.interaction(z[ok], None if r_true is None else r_true[ok])
         good = np.isfinite(L_z).all((1, 2))
         rows = np.flatnonzero(ok)[good]
-        v[rows] = -self.gain * (np.linalg.pinv(L_z[good]) @ e[rows, :, None])[..., 0]   # eq. 14
+        v[rows] = -self.gain * pinv_apply(L_z[good], e[rows])                      # eq. 14
         return v
+
+
+def pinv_apply(L: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """L⁺ e for L (B, D, 6) of full column rank, e (B, D) -> (B, 6): the normal equations
+    (LᵀL)⁻¹ Lᵀ e (a 6x6 solve: ~5x faster than an SVD per step); pinv if any LᵀL is singular."""
+    Lt = np.swapaxes(L, 1, 2)
+    try:
+        out = np.linalg.solve(Lt @ L, Lt @ e[..., None])[..., 0]
+        if np.isfinite(out).all():
+            return out
+    except np.linalg.LinAlgError:
+        pass
+    return (np.linalg.pinv(L) @ e[..., None])[..., 0]
 
 
 def make(model_dir: str | None = None, k: int = 50, oracle: bool = False, exact_jacobian: bool = False,

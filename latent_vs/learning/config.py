@@ -112,6 +112,12 @@ class TrainSection:
     phi_pretrain_steps: int = 20000
     """stage 1: φ alone on random-pose batches (eq. 9) before joint training; 0 = skip"""
     phi_pretrain_batch: int = 256
+    phi_init: str | None = None
+    """start φ from this file (a model's phi.pt, or a run's checkpoint.pt) and skip stage 1: φ
+    depends on poses only, so a φ that measured well serves any scene (relative: to the config)"""
+    psi_init: str | None = None
+    """start ψ from this file (a model's psi.pt, or a run's checkpoint.pt) with the same
+    architecture: continue training a shipped model (relative: to the config)"""
     phi_pretrain_lr: float = 1e-3
     """stage 1 Adam learning rate, cosine-decayed"""
     time_budget_min: float | None = None
@@ -325,6 +331,14 @@ def load_config(path: str, overrides: dict | None = None) -> TrainConfig:
         if not os.path.isfile(tex):
             raise UserError(f"{path}: scene.texture not found: {tex}")
         cfg.scene.texture = tex
+    for key in ("phi_init", "psi_init"):
+        init = getattr(cfg.train, key)
+        if init:
+            if not os.path.isabs(init):
+                init = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(path)), init))
+            if not os.path.isfile(init):
+                raise UserError(f"{path}: train.{key} not found: {init}")
+            setattr(cfg.train, key, init)
     return validate(cfg, path)
 
 

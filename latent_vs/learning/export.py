@@ -206,6 +206,22 @@ def load_torchscript(path: str, device: str = "cpu") -> torch.jit.ScriptModule:
     return m.eval()
 
 
+def read_state(path: str, name: str) -> dict:
+    """Weights of network `name` ("psi" or "phi") from an exported TorchScript file or from a
+    training run's checkpoint.pt (its modules[name]); UserError naming the file otherwise."""
+    try:
+        return {k: v.detach().clone() for k, v in torch.jit.load(path, map_location="cpu").state_dict().items()}
+    except Exception:
+        pass
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise UserError(f"{path}: neither a TorchScript model nor a training checkpoint ({type(e).__name__})") from None
+    if not isinstance(ck, dict) or name not in ck.get("modules", {}):
+        raise UserError(f"{path}: training checkpoint without a {name!r} network")
+    return ck["modules"][name]
+
+
 def resolve_texture(texture: str, model_dir: str) -> str:
     if texture.startswith(_PKG_PREFIX):
         return os.path.join(_PKG_DIR, texture[len(_PKG_PREFIX):])

@@ -149,5 +149,24 @@ def strip_weight_norm(module: nn.Module) -> nn.Module:
     return module
 
 
+def load_weights(module: nn.Module, state: dict, where: str) -> None:
+    """Load `state` into `module`, whether its weights are weight-normed (a training
+    checkpoint) or folded (an exported TorchScript file): a folded weight w becomes
+    g = ‖w‖ (per output channel), v = w. Raises ValueError naming `where` on a mismatch."""
+    state = dict(state)
+    for name, m in module.named_modules():
+        if parametrize.is_parametrized(m, "weight"):
+            key = f"{name}.weight" if name else "weight"
+            if key in state:
+                w = state.pop(key)
+                g = w.flatten(1).norm(dim=1).reshape(-1, *([1] * (w.dim() - 1)))
+                state[f"{key[:-len('weight')]}parametrizations.weight.original0"] = g
+                state[f"{key[:-len('weight')]}parametrizations.weight.original1"] = w
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as e:
+        raise ValueError(f"{where}: does not match the configured network ({str(e).splitlines()[0]})") from None
+
+
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())

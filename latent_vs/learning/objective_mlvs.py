@@ -9,6 +9,7 @@ whether the control law converges (design page, prototype facts). Stage 2 then f
 from __future__ import annotations
 
 import math
+import os
 import time
 
 import numpy as np
@@ -65,11 +66,48 @@ class MLVSObjective:
                 self.psi_features = torch.compile(self.psi.features)
             except Exception as e:  # compile is an optimisation only
                 ctx.log(f"[warn] torch.compile failed, running eager: {e}")
+        for key, net in (("psi_init", self.psi), ("phi_init", self.phi)):
+            path = getattr(cfg.train, key)
+            if path:
+                from ..errors import UserError
+                from .export import read_state
+                from .nets import load_weights
+                try:
+                    load_weights(net, read_state(path, key[:3]), path)
+                except ValueError as e:
+                    raise UserError(str(e)) from None
+                ctx.log(f"[model] {key[:3]} starts from {path}")
+        if cfg.train.psi_init and cfg.train.phi_init:
+            self._align_head(ctx)
         self.phi_lr = cfg.train.lr if cfg.train.phi_lr is None else cfg.train.phi_lr
         self.weights = tuple(cfg.train.loss_weights)
         ctx.log(f"[model] ψ ResNet-{cfg.psi.depth} width {cfg.psi.width} at {cfg.image_size} px: "
                 f"{count_parameters(self.psi) / 1e6:.2f} M parameters; φ {[6, *cfg.phi.hidden, cfg.latent_dim]} "
                 f"{cfg.phi.activation}")
+
+    @torch.no_grad()
+    def _align_head(self, ctx, n: int = 4096) -> None:
+        """ψ and φ from different runs embed into different (near-isometric) latent spaces:
+        refit ψ's last linear layer by least squares on n rendered training poses so that
+        ψ(I) ≈ φ(r) before training continues (the trunk's features are kept)."""
+        gen = np.random.default_rng(ctx.seed + 17)
+        idx = gen.choice(len(ctx.poses), size=min(n, len(ctx.poses)), replace=False)
+        self.psi.eval()
+        feats, target = [], []
+        for i in range(0, len(idx), 256):
+            j = idx[i:i + 256]
+            x = ctx.render(ctx.poses.T[j]).float()
+            feats.append(torch.relu(self.psi.head(self.psi.features(x))).flatten(1).double())
+            target.append(self.phi(torch.as_tensor(ctx.poses.r[j], device=x.device)).double())
+        F, Z = torch.cat(feats), torch.cat(target)
+        A = torch.cat([F, torch.ones(len(F), 1, dtype=F.dtype, device=F.device)], 1)
+        sol = torch.linalg.lstsq(A.cpu(), Z.cpu()).solution          # (C+1, D)
+        before = (self.psi.fc(F.float()).double() - Z).norm(dim=1).mean()
+        self.psi.fc.weight.copy_(sol[:-1].T.float())
+        self.psi.fc.bias.copy_(sol[-1].float())
+        after = (self.psi.fc(F.float()).double() - Z).norm(dim=1).mean()
+        self.psi.train()
+        ctx.log(f"[model] ψ's last layer refit to φ on {len(F)} poses: mean ‖ψ(I) − φ(r)‖ {before:.3f} -> {after:.3f}")
 
     def modules(self) -> dict:
         return {"psi": self.psi, "phi": self.phi}
@@ -83,6 +121,9 @@ class MLVSObjective:
     # ------------------------------------------------------------------ stage 1
     def pretrain(self, ctx) -> dict:
         t = self.cfg.train
+        if t.phi_init:  # a φ that measured well: stage 1 is done
+            self._freeze_phi_if_asked()
+            return {"steps": 0, "recipe": f"phi_init: {os.path.basename(t.phi_init)}"}
         if t.phi_pretrain_steps <= 0:
             self._freeze_phi_if_asked()
             return {"steps": 0}
