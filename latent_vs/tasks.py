@@ -70,10 +70,12 @@ def main(argv=None) -> int:
 
 
 def sample_training_poses(n: int, seed: int = 0, scene: SceneConfig = SceneConfig(),
-                          margin: float = 1.25, near_goal_fraction: float = 0.2) -> np.ndarray:
+                          margin: float = 1.25, near_goal_fraction: float = 0.2,
+                          near_goal_log: bool = False) -> np.ndarray:
     """Camera poses oT_c (n, 4, 4) for training: the benchmark's look-at/look-from
     distribution widened by `margin` (box, look-at radius, roll up to 180°), plus a fraction
-    of small displacements around the goal (up to 5 cm, 10°) where servoing ends."""
+    of small displacements around the goal (up to 5 cm, 10°) where servoing ends;
+    near_goal_log scales each of those by a log-uniform factor in [1/50, 1] (down to 1 mm, 0.2°)."""
     rng = np.random.default_rng(seed)
     n_near = int(round(n * near_goal_fraction))
     far = sample_tasks(n - n_near, seed=int(rng.integers(2**31)), scene=scene,
@@ -83,6 +85,8 @@ def sample_training_poses(n: int, seed: int = 0, scene: SceneConfig = SceneConfi
     d = np.concatenate([rng.uniform(-0.05, 0.05, (n_near, 3)),
                         rng.normal(size=(n_near, 3))], 1)
     d[:, 3:] *= (np.deg2rad(rng.uniform(0, 10, n_near)) / np.linalg.norm(d[:, 3:], axis=1))[:, None]
+    if near_goal_log:
+        d *= np.exp(rng.uniform(np.log(1 / 50), 0.0, (n_near, 1)))
     near = goal @ pose_to_matrix(d)
     out = np.concatenate([far, near])
     return out[rng.permutation(n)]

@@ -103,3 +103,22 @@ def test_fit_term_by_hand_and_why_it_exists():
     assert loss_psi_phi(off, z_r).item() < 0.1 * loss_fit(off, z_r).item()
     L, parts = total_loss(z_r, torch.cdist(z_r, z_r), off, fit_weight=1.0)
     assert parts["L_fit"] == pytest.approx(0.25) and L.item() == pytest.approx(parts["L_psi_phi"] + 0.25, rel=1e-5)
+
+
+def test_goal_relative_term_by_hand():
+    """mean ‖(z_I − z_I*) − (z_r − z_r*)‖² / (‖z_r − z_r*‖² + ε²), worked by hand; zero when
+    the image errors equal the pose errors even if ψ is offset from φ by a constant."""
+    from latent_vs.learning.losses import loss_goal_relative
+    z_r = torch.tensor([[3.0, 4.0], [0.0, 0.0]])
+    z_rg = torch.zeros(1, 2)
+    z_I = torch.tensor([[3.0, 5.0], [1.0, 0.0]])      # errors (0, 1) and (1, 0)
+    z_Ig = torch.zeros(1, 2)
+    eps = 0.5
+    expected = (1.0 / (25.0 + 0.25) + 1.0 / (0.0 + 0.25)) / 2
+    assert loss_goal_relative(z_I, z_r, z_Ig, z_rg, eps).item() == pytest.approx(expected)
+    offset = torch.tensor([[0.3, -0.7]])
+    assert loss_goal_relative(z_r + offset, z_r, z_rg + offset, z_rg, eps).item() == pytest.approx(0.0, abs=1e-12)
+    # a flat ψ near the goal costs ~1 however small the error: what loss_fit does not see
+    small = torch.tensor([[1e-3, 0.0]])
+    flat = loss_goal_relative(torch.zeros(1, 2), small, z_Ig, z_rg, eps=1e-4).item()
+    assert flat == pytest.approx(1e-6 / (1e-6 + 1e-8)) and loss_fit(torch.zeros(1, 2), small).item() < 1e-5

@@ -62,3 +62,16 @@ def test_tasks_command_prints_the_statistics(capsys):
     assert T.main(["--tasks", "50", "--seed", "2"]) == 0
     out = capsys.readouterr().out
     assert "50 tasks (seed 2)" in out and "paper: 47 ± 16 cm, 74 ± 28°" in out
+
+
+def test_near_goal_log_scale_adds_small_displacements():
+    goal = goal_pose()
+    uni = T.sample_training_poses(4000, seed=3, near_goal_fraction=0.5)
+    log = T.sample_training_poses(4000, seed=3, near_goal_fraction=0.5, near_goal_log=True)
+    t_u, r_u = error_metrics(goal, uni)
+    t_l, r_l = error_metrics(goal, log)
+    near_u = (t_u < 0.0867) & (r_u < np.deg2rad(10.01))      # the box's corner: √3 · 5 cm
+    near_l = (t_l < 0.0867) & (r_l < np.deg2rad(10.01))
+    assert abs(near_u.sum() - near_l.sum()) < 100             # same share near the goal
+    assert (t_l[near_l] < 0.005).mean() > 5 * (t_u[near_u] < 0.005).mean()
+    assert t_l[near_l].min() < 0.002 and np.rad2deg(r_l[near_l]).min() < 0.2

@@ -186,6 +186,15 @@ def test_phi_init_and_psi_init_continue_from_a_model(tmp_path, capsys):
         if not k.startswith("fc."):
             torch.testing.assert_close(sa[k], sb[k], rtol=1e-5, atol=1e-6)
     assert not torch.allclose(sa["fc.weight"], sb["fc.weight"])
+    # ... refit by least squares: closer to the recipe φ than the first model's head (which
+    # was fit to another φ); a rank-deficient solve gone wrong would be far worse
+    poses = data.PoseSet.sample(256, 11, SceneConfig())
+    x = m.normalise(np.stack([Scene(m.scene, m.camera).render(t) for t in poses.T]))
+    z_r = ref(torch.from_numpy(poses.r))
+    with torch.no_grad():
+        fit_first = (a(x) - z_r).norm(dim=1).mean().item()
+        fit_second = (b(x) - z_r).norm(dim=1).mean().item()
+    assert fit_second < 0.7 * fit_first, (fit_first, fit_second)
     # a ψ of another architecture, or a missing file: one line naming the file
     capsys.readouterr()
     assert cli.main(["train", cfg, "--out", str(tmp_path / "x"), "--run-dir", str(tmp_path / "r3"), *TOY,
@@ -195,3 +204,22 @@ def test_phi_init_and_psi_init_continue_from_a_model(tmp_path, capsys):
     assert cli.main(["train", cfg, "--out", str(tmp_path / "x"), "--run-dir", str(tmp_path / "r4"), *TOY,
                      "--max-steps", "1", "--set", "train.phi_init=/nonexistent/phi.pt"]) == 2
     assert "train.phi_init not found: /nonexistent/phi.pt" in capsys.readouterr().err
+
+
+def test_fit_affine_on_rank_deficient_features():
+    """ψ's head refit (psi_init + phi_init) on features with dead ReLU channels: the least-
+    squares optimum, as NumPy's SVD solver finds it."""
+    from latent_vs.learning.objective_mlvs import fit_affine
+    g = torch.Generator().manual_seed(0)
+    F = torch.relu(torch.randn(2000, 40, generator=g, dtype=torch.float64) @ torch.randn(40, 129, generator=g,
+                                                                                          dtype=torch.float64))
+    F[:, ::2] = 0.0                                                        # dead channels: rank 40 of 129
+    F = F * torch.logspace(-3, 3, 129, dtype=torch.float64)                # badly scaled, like real features
+    Z = F[:, 1:65:2] @ torch.randn(32, 32, generator=g, dtype=torch.float64) * 1e-3 + 0.05 * torch.randn(
+        2000, 32, generator=g, dtype=torch.float64)
+    W, b = fit_affine(F, Z)
+    A = np.concatenate([F.numpy(), np.ones((len(F), 1))], 1)
+    best = np.linalg.lstsq(A, Z.numpy(), rcond=None)[0]
+    ours = (F @ W.T + b - Z).norm(dim=1).mean().item()
+    ref = np.linalg.norm(A @ best - Z.numpy(), axis=1).mean()
+    assert ours == pytest.approx(ref, rel=1e-6)

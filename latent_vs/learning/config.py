@@ -81,6 +81,9 @@ class DataSection:
     """widening of the benchmark's look-at/look-from range for training poses"""
     near_goal_fraction: float = 0.2
     """fraction of training poses near the goal (<= 5 cm, 10°)"""
+    near_goal_log: bool = False
+    """scale each near-goal displacement by a log-uniform factor in [1/50, 1] (more small ones;
+    the held-out set keeps the uniform ones)"""
     weight_pairs: int = 20000
     """random pose pairs averaged for w_t, w_θu (eq. 8)"""
 
@@ -104,6 +107,11 @@ class TrainSection:
     """clip the gradient norm (None: off)"""
     loss_weights: list = field(default_factory=lambda: [1.0, 1.0, 1.0])
     """weights of L_φ,SE(3), L_ψ,φ and Σ L_P in eq. 12 (paper: 1, 1, 1)"""
+    goal_fit_weight: float = 0.0
+    """weight of a relative goal term (not in the paper; losses.loss_goal_relative): the latent
+    error ψ(I) − ψ(I*) the controller sees should equal φ(r) − φ(0), near the goal too"""
+    goal_fit_eps: float = 0.05
+    """ε of that term (latent units): errors are relative to ‖φ(r) − φ(0)‖ above ε"""
     fit_weight: float = 0.0
     """weight of a direct term mean ||ψ(I) - φ(r)||² added to eq. 12 (0 = the paper's loss;
     eq. 10 alone leaves ψ(I) loose off the z_r's affine hull)"""

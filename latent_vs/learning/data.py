@@ -66,9 +66,9 @@ class PoseSet:
 
     @classmethod
     def sample(cls, n: int, seed: int, scene: SceneConfig, margin: float = 1.25,
-               near_goal_fraction: float = 0.2) -> "PoseSet":
+               near_goal_fraction: float = 0.2, near_goal_log: bool = False) -> "PoseSet":
         return cls(sample_training_poses(n, seed=seed, scene=scene, margin=margin,
-                                         near_goal_fraction=near_goal_fraction), scene)
+                                         near_goal_fraction=near_goal_fraction, near_goal_log=near_goal_log), scene)
 
 
 def fast_pair_distance(Ra, ta, Rb, tb, w_t: float, w_r: float) -> torch.Tensor:

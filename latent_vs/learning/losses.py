@@ -116,6 +116,16 @@ def total_loss(z_r: torch.Tensor, d: torch.Tensor, z_I: torch.Tensor, z_groups: 
     return L, {"loss": float(L.detach()), **logs}
 
 
+def loss_goal_relative(z_I: torch.Tensor, z_r: torch.Tensor, z_I_goal: torch.Tensor, z_r_goal: torch.Tensor,
+                       eps: float = 0.05) -> torch.Tensor:
+    """Not in the paper: mean ‖(z_I − z_I*) − (z_r − z_r*)‖² / (‖z_r − z_r*‖² + ε²). The
+    controller servos on e = ψ(I) − ψ(I*) (eq. 14); this asks e to match φ's error relative to
+    its size, so that ψ stays informative near the goal, where absolute errors (loss_fit) are
+    tiny and a ψ flat around I* costs almost nothing. z_I, z_r (B, D); z_I_goal, z_r_goal (1, D)."""
+    dz_r = z_r - z_r_goal
+    return (((z_I - z_I_goal) - dz_r) ** 2).sum(1).div((dz_r ** 2).sum(1) + eps ** 2).mean()
+
+
 def data_weights(r: np.ndarray, n_pairs: int = 20000, seed: int = 0) -> tuple[float, float]:
     """(w_t, w_θu) of eq. 8: the mean translation [m] and rotation [rad] distances between
     random pairs of poses from a subset of the data (the authors: up to 10K samples).

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .config import TrainConfig
-from .losses import pairwise_latent_distance, se3_pair_distance, total_loss
+from .losses import loss_goal_relative, pairwise_latent_distance, se3_pair_distance, total_loss
 from .nets import ImageEncoder, PoseNet, count_parameters
 
 
@@ -46,6 +46,15 @@ def fallback_train_phi(phi, steps: int, batch_size: int, lr: float, w_t: float, 
         if deadline is not None and time.time() > deadline:
             break
     return {"steps": step, "seconds": time.time() - t0, "final_loss": run, "recipe": "fallback"}
+
+
+def fit_affine(F: torch.Tensor, Z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Least-squares W (D, C), b (D,) with F Wᵀ + b ≈ Z, for F (n, C) that may be rank-deficient
+    (dead ReLU channels): an SVD-based solver (torch's default 'gelsy' returned a far worse fit
+    on such F)."""
+    A = torch.cat([F, torch.ones(len(F), 1, dtype=F.dtype, device=F.device)], 1).cpu().double()
+    sol = torch.linalg.lstsq(A, Z.cpu().double(), driver="gelsd").solution    # (C+1, D)
+    return sol[:-1].T, sol[-1]
 
 
 class MLVSObjective:
@@ -79,6 +88,8 @@ class MLVSObjective:
                 ctx.log(f"[model] {key[:3]} starts from {path}")
         if cfg.train.psi_init and cfg.train.phi_init:
             self._align_head(ctx)
+        # the clean goal image I* (for the relative goal term and the goal diagnostic)
+        self.goal_image = ctx.render(np.asarray(ctx.goal_pose)[None]).float()
         self.phi_lr = cfg.train.lr if cfg.train.phi_lr is None else cfg.train.phi_lr
         self.weights = tuple(cfg.train.loss_weights)
         ctx.log(f"[model] ψ ResNet-{cfg.psi.depth} width {cfg.psi.width} at {cfg.image_size} px: "
@@ -100,11 +111,10 @@ class MLVSObjective:
             feats.append(torch.relu(self.psi.head(self.psi.features(x))).flatten(1).double())
             target.append(self.phi(torch.as_tensor(ctx.poses.r[j], device=x.device)).double())
         F, Z = torch.cat(feats), torch.cat(target)
-        A = torch.cat([F, torch.ones(len(F), 1, dtype=F.dtype, device=F.device)], 1)
-        sol = torch.linalg.lstsq(A.cpu(), Z.cpu()).solution          # (C+1, D)
         before = (self.psi.fc(F.float()).double() - Z).norm(dim=1).mean()
-        self.psi.fc.weight.copy_(sol[:-1].T.float())
-        self.psi.fc.bias.copy_(sol[-1].float())
+        W, b = fit_affine(F, Z)
+        self.psi.fc.weight.copy_(W.float())
+        self.psi.fc.bias.copy_(b.float())
         after = (self.psi.fc(F.float()).double() - Z).norm(dim=1).mean()
         self.psi.train()
         ctx.log(f"[model] ψ's last layer refit to φ on {len(F)} poses: mean ‖ψ(I) − φ(r)‖ {before:.3f} -> {after:.3f}")
@@ -179,6 +189,9 @@ class MLVSObjective:
     # ------------------------------------------------------------------ stage 2
     def loss(self, batch):
         x = batch.flat_images()
+        t = self.cfg.train
+        if t.goal_fit_weight:  # I* rides along as the batch's last image
+            x = torch.cat([x, self.goal_image.to(x.dtype)])
         if self.ctx.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         f = self.psi_features(x)
@@ -187,8 +200,18 @@ class MLVSObjective:
             z_r = self.phi(batch.r.float())
             with torch.no_grad():
                 d = se3_pair_distance(batch.r, batch.r, self.ctx.w_t, self.ctx.w_r)  # eq. 8
-            return total_loss(z_r, d, z_I, weights=self.weights, reduction=self.cfg.train.perturbation_reduction,
-                              fit_weight=self.cfg.train.fit_weight)
+            if not t.goal_fit_weight:
+                return total_loss(z_r, d, z_I, weights=self.weights, reduction=t.perturbation_reduction,
+                                  fit_weight=t.fit_weight)
+            z_I, z_I_goal = z_I[:-1], z_I[-1:]
+            L, logs = total_loss(z_r, d, z_I, weights=self.weights, reduction=t.perturbation_reduction,
+                                 fit_weight=t.fit_weight)
+            V = len(z_I) // len(z_r)
+            z_r_goal = self.phi(torch.zeros(1, 6, device=z_r.device))
+            l_goal = loss_goal_relative(z_I, z_r.repeat_interleave(V, 0), z_I_goal, z_r_goal, t.goal_fit_eps)
+            L = L + t.goal_fit_weight * l_goal
+            logs.update(loss=float(L.detach()), L_goal=float(l_goal.detach()))
+            return L, logs
 
     # ------------------------------------------------------------------ diagnostics
     def _encode(self, x: torch.Tensor, chunk: int = 256) -> torch.Tensor:
@@ -214,12 +237,19 @@ class MLVSObjective:
         near = torch.as_tensor(held["heldout"].near_goal, device=r.device) if "heldout" in held else None
         z0 = self.phi(torch.zeros(1, 6, device=r.device)).float()
         d0 = se3_pair_distance(torch.zeros(1, 6, device=r.device, dtype=r.dtype), r, self.ctx.w_t, self.ctx.w_r)[0].float()
+        # the controller's view near the goal: ‖(ψ(I) − ψ(I*)) − (φ(r) − φ(0))‖ / ‖φ(r) − φ(0)‖
+        zg = self._encode(self.goal_image.to(held["clean"].dtype))
+        dz = (z_r - z0).norm(dim=1).clamp_min(1e-9)
+        rel = ((z_c - zg) - (z_r - z0)).norm(dim=1) / dz
+        out_goal = {"goal_rel_err_near": float(rel[near].median()) if near is not None and near.any() else float("nan"),
+                    "goal_rel_err": float(rel.median())}
         out = {"score": float(fit_c.mean()),
                "fit_clean": float(fit_c.mean()), "fit_perturbed": float(fit_p.mean()),
                "fit_near_goal": float(fit_c[near].mean()) if near is not None and near.any() else float("nan"),
                "corr_image": corr(z_c), "corr_pose": corr(z_r),
                "phi_goal_abs_err": float(((z_r - z0).norm(dim=1) - d0).abs().mean()),
-               "phi_pair_abs_err": float((pairwise_latent_distance(z_r, z_r)[iu[0], iu[1]] - dd).abs().mean())}
+               "phi_pair_abs_err": float((pairwise_latent_distance(z_r, z_r)[iu[0], iu[1]] - dd).abs().mean()),
+               **out_goal}
         return out
 
     # ------------------------------------------------------------------ export

@@ -270,7 +270,8 @@ class Trainer:
         camera, scene_cfg = cfg.camera_model(), cfg.scene_config()
         scene = Scene(scene_cfg, camera)  # loads the texture: a bad file fails here, clearly
         t0 = time.time()
-        poses = data.PoseSet.sample(cfg.data.samples, cfg.seed, scene_cfg, cfg.data.margin, cfg.data.near_goal_fraction)
+        poses = data.PoseSet.sample(cfg.data.samples, cfg.seed, scene_cfg, cfg.data.margin, cfg.data.near_goal_fraction,
+                                    cfg.data.near_goal_log)
         w_t, w_r = data_weights(poses.r, cfg.data.weight_pairs, seed=cfg.seed)
         self.log(f"[data] {len(poses)} training poses in {time.time() - t0:.1f} s; w_t = {w_t:.4f} m, "
                  f"w_θu = {w_r:.4f} rad (eq. 8)")
