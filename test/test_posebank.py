@@ -161,3 +161,21 @@ def test_float32_jacobian_and_bank_cache_match_float64(phi, small_bank):
     small_bank._slot[:] = -1
     small_bank._used = 0
     np.testing.assert_allclose(small_bank.bank_interaction(ids), ref, atol=1e-5 * scale)
+
+
+@pytest.mark.slow
+def test_perf_command_runs_on_a_small_bank(tmp_path, capsys):
+    """`latent-vs perf` end to end on a small bank: servo runs to their end, the first 40 steps
+    apart, warm and cold steps, the scikit-learn side by side; JSON and a table."""
+    import json
+    from latent_vs.bench import perf
+    out = tmp_path / "perf.json"
+    assert perf.main(["--model", "tiny", "--bank-size", "3000", "--steps", "20", "--servo-iters", "50",
+                      "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    n_all, n_first = res["step_servo"]["total_ms"]["n"], res["step_servo_first40"]["total_ms"]["n"]
+    assert 8 * 40 >= n_first and n_all > n_first and n_all <= 8 * 50
+    for key in ("step_servo", "step_warm", "step_cold"):
+        assert 0 < res[key]["total_ms"]["median_ms"] <= res[key]["total_ms"]["p99_ms"]
+    assert res["speedup_vs_sklearn"]["servo"] > 0 and res["bank"]["size"] > 2000
+    assert "speed-up of ours" in capsys.readouterr().out

@@ -4,7 +4,11 @@ stage that trains φ alone (eq. 9 on random-pose batches; phi_train.train_phi).
 Stage 1 matters most: φ's global geometry (no fold where a far pose embeds near z*) decides
 whether the control law converges (design page, prototype facts). Stage 2 then fits ψ to φ
 (eq. 10) with perturbation invariance (eq. 11), φ's learning rate being `train.phi_lr`
-(0 keeps φ frozen).
+(0 keeps φ frozen). Two terms not in the paper, off by default: `fit_weight` (ψ(I) onto φ(r),
+losses.loss_fit) and `goal_fit_weight` (the latent error ψ(I) − ψ(I*) onto φ(r) − φ(0),
+relative to its size, losses.loss_goal_relative): without the latter, a CPU-sized ψ stayed
+flat around I* (its latent error near the goal pointed ~65° off φ's) and never converged.
+`train.phi_init` / `train.psi_init` start from saved networks instead (stage 1 skipped).
 """
 from __future__ import annotations
 
