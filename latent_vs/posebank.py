@@ -251,13 +251,24 @@ class PoseBank:
         """L_z_j = ∂φ/∂r · L_r at bank poses `ids` (any shape) -> ids.shape + (D, 6), float64;
         computed once per pose and kept (up to cache_entries poses)."""
         ids = np.asarray(ids)
-        flat = ids.reshape(-1)
+        return self._lz_rows(ids.reshape(-1)).astype(np.float64).reshape(ids.shape + (self.index.d, 6))
+
+    def interpolate(self, dist: np.ndarray, idx: np.ndarray, weighting: str = "inverse") -> np.ndarray:
+        """Eq. 13: L_z = Σ_j α_j L_z_j over neighbours idx (B, k) at distances dist (B, k) ->
+        (B, D, 6) float64 (the weighted sum runs on the float32 cache)."""
+        B, k = idx.shape
+        alpha = knn_weights(dist, weighting)[:, None, :].astype(np.float32)          # (B, 1, k)
+        L = alpha @ self._lz_rows(idx.reshape(-1)).reshape(B, k, -1)                   # (B, 1, D·6)
+        return L.reshape(B, -1, 6).astype(np.float64)
+
+    def _lz_rows(self, flat: np.ndarray) -> np.ndarray:
+        """L_z_j of bank poses `flat` (n,) -> (n, D, 6) float32, from the cache (filled as needed)."""
         slots = self._slot[flat]
         if (slots >= 0).all():                                       # all cached: a gather
-            return self._lz[slots].astype(np.float64).reshape(ids.shape + (self.index.d, 6))
+            return self._lz[slots]
         uniq = np.unique(flat)
         if len(uniq) > self.cache_entries:                          # more than the cache holds
-            return latent_interaction(self.phi, self.poses[flat]).reshape(ids.shape + (self.index.d, 6))
+            return latent_interaction(self.phi, self.poses[flat], np_dtype=np.float32)
         missing = uniq[self._slot[uniq] < 0]
         if len(missing):
             if self._used + len(missing) > self.cache_entries:   # full: start again
@@ -273,7 +284,7 @@ class PoseBank:
                                                                                  np_dtype=np.float32)
             self._slot[missing] = np.arange(self._used, self._used + len(missing))
             self._used += len(missing)
-        return self._lz[self._slot[flat]].astype(np.float64).reshape(ids.shape + (self.index.d, 6))
+        return self._lz[self._slot[flat]]
 
     # -- building
     @classmethod
@@ -338,11 +349,9 @@ class PoseBank:
         z = np.atleast_2d(np.asarray(z, dtype=np.float32))
         if mode == "knn":
             dist, idx = self.search(z, k)
-            r = self.poses[idx].astype(np.float64)                      # (B, k, 6)
-            L = self.bank_interaction(idx)                               # L_z_j (B, k, D, 6)
-            alpha = knn_weights(dist, weighting)[:, None, :]             # eq. 13
-            B = len(z)
-            return (alpha @ L.reshape(B, k, -1)).reshape(B, -1, 6), (alpha @ r)[:, 0]
+            L = self.interpolate(dist, idx, weighting)                   # eq. 13
+            r = self.poses[idx].astype(np.float64)                       # (B, k, 6)
+            return L, (knn_weights(dist, weighting)[:, None, :] @ r)[:, 0]
         if mode == "refine":
             _, idx = self.search(z, 1)
             r_hat = refine_pose(self.phi, self.poses[idx[:, 0]].astype(np.float64), z, refine_steps)
