@@ -67,9 +67,10 @@ _ACTIVATIONS = {
 
 
 class MLPJacobian:
-    """∂φ/∂r in forward mode, in NumPy float64, for φ = input scale then Linear/activation
-    layers (learning.nets.PoseNet, eager or TorchScript): ~100× faster than torch.func for
-    the few dozen poses of one control step. `for_module` returns None for other φ."""
+    """∂φ/∂r in forward mode, in NumPy (float64, or float32 for the bank's cache), for φ = input
+    scale then Linear/activation layers (learning.nets.PoseNet, eager or TorchScript): ~100×
+    faster than torch.func for the few dozen poses of one control step. `for_module` returns
+    None for other φ."""
 
     def __init__(self, scale: np.ndarray, layers: list):
         self.scale, self.layers = scale, layers
@@ -118,6 +119,8 @@ class MLPJacobian:
                 x = x @ W.T + b
             else:
                 f, df = layer
+                if J is None:                     # an activation first: ∂(s r)/∂r = diag(s)
+                    J = np.broadcast_to(np.diag(self.scale.astype(dtype))[:, None, :], (6, B, 6)).reshape(6, B * 6)
                 J = (J.reshape(-1, B, 6) * df(x).T[:, :, None]).reshape(-1, B * 6)
                 x = f(x)
         return x, J.reshape(-1, B, 6).transpose(1, 0, 2)
@@ -197,7 +200,7 @@ class BankConfig:
     r_max_deg: tuple = (45.0, 45.0, 90.0)  # grid half-ranges of θu [deg]
     near_goal: int = 10_000              # extra poses near the goal
     index: str = "ivf"                   # "ivf" (IndexIVFFlat) or "flat" (exact)
-    nlist: int = 0                       # IVF lists (0: 4·sqrt(N): 4040 lists at 10^6, ~250 poses each)
+    nlist: int = 0                       # IVF lists (0: 4·sqrt(N): 4019 for 1,010,000 poses, ~250 each)
     nprobe: int = 16                     # IVF lists visited per query
     seed: int = 0
 
