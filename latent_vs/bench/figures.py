@@ -32,6 +32,7 @@ import numpy as np  # noqa: E402
 from ..errors import UserError  # noqa: E402
 from ..geometry import inverse, matrix_to_pose, pose_difference, pose_to_matrix, se3_log  # noqa: E402
 from ..scene import Scene, SceneConfig, goal_pose  # noqa: E402
+from .plots import trajectories_3d  # noqa: E402
 from .report import write_atomic  # noqa: E402
 from .sim import law_scene, simulate  # noqa: E402
 
@@ -120,38 +121,13 @@ def trajectories_figure(path: str, laws: dict, start: np.ndarray, iters: int = 1
     for label, law in laws.items():
         res = simulate(law, start[None], iters)
         T = _trajectory_matrices(res, 0)
-        traj[label] = T[:, :3, 3]
         d = pose_difference(goal_pose(law_scene(law)), T[-1])
-        ends[label] = {"t_end_mm": 1000 * float(np.linalg.norm(d[:3])), "r_end_deg": float(np.degrees(np.linalg.norm(d[3:]))),
-                       "iters": int(res.n_poses[0] - 1), "stop": str(res.reason[0])}
-    scene, G = SceneConfig(), goal_pose()
-    fig = plt.figure(figsize=(7, 6))
-    ax = fig.add_subplot(projection="3d")
-    w, h = scene.width_m / 2, scene.height_m / 2
-    ax.plot([-w, w, w, -w, -w], [-h, -h, h, h, -h], [0] * 5, color="0.5", lw=1, label="poster")
-    pts = np.array([[-w, -h, 0], [w, h, 0], start[:3, 3], G[:3, 3]])
-    lo, hi = pts.min(0), pts.max(0)
-    lo, hi = lo - 0.25 * (hi - lo) - 0.05, hi + 0.25 * (hi - lo) + 0.05
-    for label, p in traj.items():
-        inside = np.all((p >= lo) & (p <= hi), axis=1)
-        q = np.where(inside[:, None], p, np.nan)          # leave the view rather than rescale it
-        e = ends[label]
-        ok = "" if inside.all() else ", leaves the view"
-        line, = ax.plot(q[:, 0], q[:, 1], q[:, 2], lw=1.5,
-                        label=f"{label}: end {e['t_end_mm']:.0f} mm, {e['r_end_deg']:.1f}°{ok}")
-        if inside[-1]:
-            ax.scatter(*p[-1], color=line.get_color(), s=12)
-    ax.scatter(*start[:3, 3], color="k", s=25, label="start")
-    ax.scatter(*G[:3, 3], color="r", marker="*", s=80, label="goal")
-    ax.set_xlim(lo[0], hi[0])
-    ax.set_ylim(lo[1], hi[1])
-    ax.set_zlim(hi[2], lo[2])   # the camera sits at z < 0 looking along +z: poster at the bottom
-    ax.set_xlabel("x [m]")
-    ax.set_ylabel("y [m]")
-    ax.set_zlabel("z [m]")
-    ax.legend(loc="upper left", fontsize=7)
-    ax.set_title(title or "Fig. 3b: camera trajectories", fontsize=10)
-    _save(fig, path)
+        e = ends[label] = {"t_end_mm": 1000 * float(np.linalg.norm(d[:3])),
+                           "r_end_deg": float(np.degrees(np.linalg.norm(d[3:]))),
+                           "iters": int(res.n_poses[0] - 1), "stop": str(res.reason[0])}
+        traj[f"{label}: end {e['t_end_mm']:.0f} mm, {e['r_end_deg']:.1f}°"] = T[:, :3, 3]
+    trajectories_3d(path, traj, goal_pose(), SceneConfig(), title or "Fig. 3b: camera trajectories",
+                    clip_to_scene=True, legend_fontsize=7)
     return ends
 
 
