@@ -107,20 +107,15 @@ class MLPJacobian:
         """(φ(r) (B, D), ∂φ/∂r (B, D, 6)) at r (B, 6), computed in `dtype`."""
         x = (np.asarray(r, dtype=np.float64) * self.scale).astype(dtype, copy=False)
         B = len(x)
-        J = None                                  # (h, B·6): one GEMM a layer for all poses
+        # ∂(s r)/∂r = diag(s) for every pose, as (h, B·6): one GEMM a layer for all poses
+        J = np.tile(np.diag(self.scale).astype(dtype), B)
         for layer in self._layers(dtype):
             if isinstance(layer[0], np.ndarray):
                 W, b = layer
-                if J is None:                     # first layer: ∂(W diag(s) r)/∂r, the same for every pose
-                    Ws = W * self.scale.astype(dtype)
-                    J = np.broadcast_to(Ws[:, None, :], (len(W), B, 6)).reshape(-1, B * 6)
-                else:
-                    J = W @ J
+                J = W @ J
                 x = x @ W.T + b
             else:
                 f, df = layer
-                if J is None:                     # an activation first: ∂(s r)/∂r = diag(s)
-                    J = np.broadcast_to(np.diag(self.scale.astype(dtype))[:, None, :], (6, B, 6)).reshape(6, B * 6)
                 J = (J.reshape(-1, B, 6) * df(x).T[:, :, None]).reshape(-1, B * 6)
                 x = f(x)
         return x, J.reshape(-1, B, 6).transpose(1, 0, 2)
@@ -250,6 +245,11 @@ class PoseBank:
         self._lz = np.empty((0, self.index.d, 6), dtype=np.float32)
         self._used = 0
 
+    def clear_cache(self) -> None:
+        """Forget every cached L_z_j (they are computed again when next needed)."""
+        self._slot[:] = -1
+        self._used = 0
+
     def bank_interaction(self, ids: np.ndarray) -> np.ndarray:
         """L_z_j = ∂φ/∂r · L_r at bank poses `ids` (any shape) -> ids.shape + (D, 6), float64;
         computed once per pose and kept (up to cache_entries poses)."""
@@ -258,10 +258,14 @@ class PoseBank:
 
     def interpolate(self, dist: np.ndarray, idx: np.ndarray, weighting: str = "inverse") -> np.ndarray:
         """Eq. 13: L_z = Σ_j α_j L_z_j over neighbours idx (B, k) at distances dist (B, k) ->
-        (B, D, 6) float64 (the weighted sum runs on the float32 cache)."""
+        (B, D, 6) float64."""
+        return self._weighted_lz(knn_weights(dist, weighting), idx)
+
+    def _weighted_lz(self, alpha: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """Σ_j α_j L_z_j for weights alpha (B, k) of neighbours idx (B, k), summed on the
+        float32 cache -> (B, D, 6) float64."""
         B, k = idx.shape
-        alpha = knn_weights(dist, weighting)[:, None, :].astype(np.float32)          # (B, 1, k)
-        L = alpha @ self._lz_rows(idx.reshape(-1)).reshape(B, k, -1)                   # (B, 1, D·6)
+        L = alpha[:, None, :].astype(np.float32) @ self._lz_rows(idx.reshape(-1)).reshape(B, k, -1)  # (B, 1, D·6)
         return L.reshape(B, -1, 6).astype(np.float64)
 
     def _lz_rows(self, flat: np.ndarray) -> np.ndarray:
@@ -275,8 +279,7 @@ class PoseBank:
         missing = uniq[self._slot[uniq] < 0]
         if len(missing):
             if self._used + len(missing) > self.cache_entries:   # full: start again
-                self._slot[:] = -1
-                self._used = 0
+                self.clear_cache()
                 missing = uniq
             if len(self._lz) < self._used + len(missing):
                 grow = np.empty((max(self._used + len(missing), min(2 * len(self._lz) + 1024, self.cache_entries)),
@@ -307,10 +310,8 @@ class PoseBank:
         return cls(phi, poses, index, config, key=bank_key(phi, config), build_s=time.time() - t0)
 
     def set_nprobe(self, nprobe: int) -> None:
-        import faiss
-        ivf = faiss.try_extract_index_ivf(self.index) if not isinstance(self.index, faiss.IndexFlat) else None
-        if ivf is not None:
-            ivf.nprobe = int(min(nprobe, ivf.nlist))
+        if self._ivf is not None:
+            self._ivf.nprobe = int(min(nprobe, self._ivf.nlist))
         self.config.nprobe = int(nprobe)
 
     def __len__(self) -> int:
@@ -322,11 +323,9 @@ class PoseBank:
 
     def nbytes(self) -> int:
         """Bytes held by the poses, the index (vectors + ids + coarse centroids) and the L_z cache."""
-        import faiss
         n = self.poses.nbytes + self.index.ntotal * self.index.d * 4 + self._slot.nbytes + self._lz.nbytes
-        ivf = faiss.try_extract_index_ivf(self.index) if not isinstance(self.index, faiss.IndexFlat) else None
-        if ivf is not None:
-            n += self.index.ntotal * 8 + ivf.nlist * self.index.d * 4
+        if self._ivf is not None:
+            n += self.index.ntotal * 8 + self._ivf.nlist * self.index.d * 4
         return n
 
     # -- queries
@@ -352,9 +351,9 @@ class PoseBank:
         z = np.atleast_2d(np.asarray(z, dtype=np.float32))
         if mode == "knn":
             dist, idx = self.search(z, k)
-            L = self.interpolate(dist, idx, weighting)                   # eq. 13
+            alpha = knn_weights(dist, weighting)                         # eq. 13
             r = self.poses[idx].astype(np.float64)                       # (B, k, 6)
-            return L, (knn_weights(dist, weighting)[:, None, :] @ r)[:, 0]
+            return self._weighted_lz(alpha, idx), (alpha[:, None, :] @ r)[:, 0]
         if mode == "refine":
             _, idx = self.search(z, 1)
             r_hat = refine_pose(self.phi, self.poses[idx[:, 0]].astype(np.float64), z, refine_steps)

@@ -158,8 +158,7 @@ def test_float32_jacobian_and_bank_cache_match_float64(phi, small_bank):
     assert f32.dtype == np.float32
     scale = np.abs(ref).max()
     np.testing.assert_allclose(f32, ref, atol=1e-5 * scale)
-    small_bank._slot[:] = -1
-    small_bank._used = 0
+    small_bank.clear_cache()
     np.testing.assert_allclose(small_bank.bank_interaction(ids), ref, atol=1e-5 * scale)
 
 

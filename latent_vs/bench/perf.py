@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     from ..geometry import pose_difference, se3_exp
     from ..learning.export import load_model
     from ..paths import model_dir as resolve
-    from ..posebank import PoseBank
+    from ..posebank import PoseBank, embed
     from ..scene import Scene
     from ..tasks import sample_tasks
 
@@ -181,8 +181,7 @@ def main(argv=None) -> int:
     cold = {k: [] for k in parts}
     zq = model.embed_poses(bank.poses[rng.integers(0, len(bank), a.steps)] + rng.normal(0, 0.02, (a.steps, 6)))
     for z in zq:
-        bank._slot[:] = -1
-        bank._used = 0
+        bank.clear_cache()
         _, dt = timed_step(z[None].astype(np.float64))
         for key, x in zip(cold, dt):
             cold[key].append(1e3 * x)
@@ -192,7 +191,7 @@ def main(argv=None) -> int:
     # -- the authors' approach on the same bank: stored L_z table + KNeighborsRegressor
     if not a.no_sklearn:
         from sklearn.neighbors import KNeighborsRegressor
-        z_bank = np.concatenate([model.embed_poses(bank.poses[i:i + 65536]) for i in range(0, len(bank), 65536)])
+        z_bank = embed(model.phi, bank.poses)
         gc.collect()
         m1 = _rss_mib()
         t = time.perf_counter()

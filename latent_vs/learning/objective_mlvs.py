@@ -204,17 +204,16 @@ class MLVSObjective:
             z_r = self.phi(batch.r.float())
             with torch.no_grad():
                 d = se3_pair_distance(batch.r, batch.r, self.ctx.w_t, self.ctx.w_r)  # eq. 8
-            if not t.goal_fit_weight:
-                return total_loss(z_r, d, z_I, weights=self.weights, reduction=t.perturbation_reduction,
-                                  fit_weight=t.fit_weight)
-            z_I, z_I_goal = z_I[:-1], z_I[-1:]
+            if t.goal_fit_weight:
+                z_I, z_I_goal = z_I[:-1], z_I[-1:]
             L, logs = total_loss(z_r, d, z_I, weights=self.weights, reduction=t.perturbation_reduction,
                                  fit_weight=t.fit_weight)
-            V = len(z_I) // len(z_r)
-            z_r_goal = self.phi(torch.zeros(1, 6, device=z_r.device))
-            l_goal = loss_goal_relative(z_I, z_r.repeat_interleave(V, 0), z_I_goal, z_r_goal, t.goal_fit_eps)
-            L = L + t.goal_fit_weight * l_goal
-            logs.update(loss=float(L.detach()), L_goal=float(l_goal.detach()))
+            if t.goal_fit_weight:
+                V = len(z_I) // len(z_r)
+                z_r_goal = self.phi(torch.zeros(1, 6, device=z_r.device))
+                l_goal = loss_goal_relative(z_I, z_r.repeat_interleave(V, 0), z_I_goal, z_r_goal, t.goal_fit_eps)
+                L = L + t.goal_fit_weight * l_goal
+                logs.update(loss=float(L.detach()), L_goal=float(l_goal.detach()))
             return L, logs
 
     # ------------------------------------------------------------------ diagnostics

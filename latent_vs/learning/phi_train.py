@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from ..geometry import error_metrics, pose_difference, se3_exp
+from ..control.mlvs import pinv_apply
 from ..posebank import latent_interaction
 from .losses import pairwise_latent_distance, se3_pair_distance
 from ..scene import SceneConfig, goal_pose
@@ -55,7 +56,7 @@ def oracle_servo(phi, tasks: np.ndarray, goal: np.ndarray, gain: float = 0.1, it
         L_z = latent_interaction(phi, r)                               # L_z = ∂φ/∂r · L_r (eq. 5)
         v = np.zeros((len(T), 6))
         ok = np.isfinite(L_z).all((1, 2)) & np.isfinite(e).all(1)
-        v[ok] = -gain * (np.linalg.pinv(L_z[ok]) @ e[ok, :, None])[..., 0]   # eq. 14
+        v[ok] = -gain * pinv_apply(L_z[ok], e[ok])                     # eq. 14
         length += np.linalg.norm(v[:, :3], axis=1)
         T = T @ se3_exp(v)
     t1, r1 = error_metrics(goal, T)
