@@ -51,8 +51,8 @@ def test_train_phi_fits_eq9_and_is_seeded():
 
 
 def test_recipe_phi_is_servoable_oracle_exact():
-    """The φ in test/data, trained by train_phi's defaults (5K steps), converges under the
-    exact-Jacobian oracle (the diagnostic the trainer writes to meta.json)."""
+    """The φ in test/data (config/phi_recipe.pt: scripts/make_phi_recipe.py, train_phi's defaults)
+    converges under the exact-Jacobian oracle (the diagnostic the trainer writes to meta.json)."""
     import os
     w_t, w_r = _weights()
     phi = torch.jit.load(os.path.join(os.path.dirname(__file__), "data", "phi_recipe.pt"))

@@ -77,15 +77,24 @@ class DataSection:
     """P: perturbed copies of each image: Gaussian noise, brightness change, random erasing (paper: 2)"""
     neighbour_pool: int = 4096
     """size of the random subset searched for neighbours, per batch"""
-    margin: float = 1.25
-    """widening of the benchmark's look-at/look-from range for training poses"""
-    near_goal_fraction: float = 0.2
-    """fraction of training poses near the goal (<= 5 cm, 10°)"""
-    near_goal_log: bool = False
-    """scale each near-goal displacement by a log-uniform factor in [1/50, 1] (more small ones;
-    the held-out set keeps the uniform ones)"""
+    margin: float = 1.2
+    """widening of the benchmark's look-at/look-from box and look-at radius for training poses"""
+    max_roll_deg: float = 150.0
+    """roll of the training starts about the optical axis, up to ± this (benchmark: ±120°)"""
+    path_fraction: float = 0.35
+    """fraction of training poses on the straight paths r = s·r0 from starts to the goal"""
+    near_goal_fraction: float = 0.25
+    """fraction of training poses near the goal"""
+    near_goal_log: bool = True
+    """near-goal poses: each component normal with a log-uniform scale (0.5 mm–8 cm, 0.05°–8°);
+    False: uniform in a ±5 cm box and up to 10°"""
     weight_pairs: int = 20000
     """random pose pairs averaged for w_t, w_θu (eq. 8)"""
+
+    def pool(self) -> dict:
+        """Keyword arguments of tasks.sample_training_poses (training and held-out poses alike)."""
+        return {"margin": self.margin, "max_roll_deg": self.max_roll_deg, "path_fraction": self.path_fraction,
+                "near_goal_fraction": self.near_goal_fraction, "near_goal_log": self.near_goal_log}
 
 
 @dataclass
@@ -274,6 +283,10 @@ def validate(cfg: TrainConfig, where: str = "config") -> TrainConfig:
         bad("data.neighbours", "must be smaller than data.neighbour_pool")
     if d.heldout < 4:
         bad("data.heldout", "must be >= 4")
+    if d.margin <= 0 or not 0 <= d.max_roll_deg <= 180:
+        bad("data.margin/max_roll_deg", "margin must be > 0 and max_roll_deg in [0, 180]")
+    if d.path_fraction < 0 or d.near_goal_fraction < 0 or d.path_fraction + d.near_goal_fraction > 1:
+        bad("data.path_fraction/near_goal_fraction", "must be >= 0 and sum to <= 1")
     t = cfg.train
     if t.epochs <= 0:
         bad("train.epochs", "must be > 0")

@@ -170,6 +170,8 @@ class MLVSObjective:
             params = inspect.signature(train_phi).parameters
             if "scene" in params:
                 kw["scene"] = ctx.scene_config
+            if "pool" in params:
+                kw["pool"] = self.cfg.data.pool()
             kw.update({k: v for k, v in self.cfg.objective.get("phi_train", {}).items() if k in params})
             try:
                 out = train_phi(self.phi, **kw)

@@ -105,21 +105,22 @@ def small_twists(n: int, seed: int = 0, t_range=(1e-3, 0.1), r_range_deg=(0.1, 1
     return out
 
 
-def train_phi(phi: torch.nn.Module, steps: int = 5000, batch_size: int = 256, lr: float = 1e-3,
+def train_phi(phi: torch.nn.Module, steps: int = 20000, batch_size: int = 256, lr: float = 1e-3,
               w_t: float = 1.0, w_r: float = 1.0, device: str = "cpu", seed: int = 0,
               log: Callable[[int, dict], None] | None = None, *, goal_weight: float = 1.0,
               neighbour_fraction: float = 0.5, pool_size: int = 100_000, log_every: int = 500,
               diagnostics: bool = True,
-              scene: SceneConfig = SceneConfig()) -> dict:
+              scene: SceneConfig = SceneConfig(), pool: dict | None = None) -> dict:
     """Fit φ to eq. 9 on random pose batches (the recipe in the module docstring).
 
     phi: φ, (B, 6) Δr -> (B, D); trained in place. w_t, w_r: eq. 8's weights (from the data).
+    pool: keyword arguments of tasks.sample_training_poses (DataSection.pool(); default: its defaults).
     log(step, logs) is called every `log_every` steps with {"loss_phi" (mean of the last steps), "lr"}.
     Returns the diagnostics of phi_diagnostics plus {"steps", "seconds", "final_loss"}."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     goal = goal_pose(scene)
-    T_pool = sample_training_poses(pool_size, seed=seed, scene=scene)
+    T_pool = sample_training_poses(pool_size, seed=seed, scene=scene, **(pool or {}))
     pool = torch.as_tensor(pose_difference(goal, T_pool), dtype=torch.float32, device=device)
     # each pool pose's near neighbour: T · exp(δ), |δ_t| log-uniform in [1 mm, 10 cm], |δ_ω| in [0.1°, 10°]
     near = torch.as_tensor(pose_difference(goal, T_pool @ se3_exp(small_twists(pool_size, seed + 1))),

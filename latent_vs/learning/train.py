@@ -270,8 +270,7 @@ class Trainer:
         camera, scene_cfg = cfg.camera_model(), cfg.scene_config()
         scene = Scene(scene_cfg, camera)  # loads the texture: a bad file fails here, clearly
         t0 = time.time()
-        poses = data.PoseSet.sample(cfg.data.samples, cfg.seed, scene_cfg, cfg.data.margin, cfg.data.near_goal_fraction,
-                                    cfg.data.near_goal_log)
+        poses = data.PoseSet.sample(cfg.data.samples, cfg.seed, scene_cfg, **cfg.data.pool())
         w_t, w_r = data_weights(poses.r, cfg.data.weight_pairs, seed=cfg.seed)
         self.log(f"[data] {len(poses)} training poses in {time.time() - t0:.1f} s; w_t = {w_t:.4f} m, "
                  f"w_θu = {w_r:.4f} rad (eq. 8)")
@@ -280,8 +279,7 @@ class Trainer:
                                 camera=camera, scene_config=scene_cfg, scene=scene, goal_pose=goal_pose(scene_cfg),
                                 w_t=w_t, w_r=w_r, poses=poses, run_dir=self.run_dir, log=self.log, seed=cfg.seed)
         t0 = time.time()
-        self.held = data.make_heldout(cfg.data.heldout, cfg.seed + 7919, scene_cfg, camera, cfg.data.margin,
-                                      cfg.data.near_goal_fraction)
+        self.held = data.make_heldout(cfg.data.heldout, cfg.seed + 7919, scene_cfg, camera, **cfg.data.pool())
         self.held_t = self.held.tensors(device)
         self.held_t["heldout"] = self.held
         self.log(f"[data] {cfg.data.heldout} held-out poses rendered in {time.time() - t0:.1f} s")
