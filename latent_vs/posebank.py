@@ -355,10 +355,16 @@ class PoseBank:
             r = self.poses[idx].astype(np.float64)                       # (B, k, 6)
             return self._weighted_lz(alpha, idx), (alpha[:, None, :] @ r)[:, 0]
         if mode == "refine":
-            _, idx = self.search(z, 1)
-            r_hat = refine_pose(self.phi, self.poses[idx[:, 0]].astype(np.float64), z, refine_steps)
+            r_hat = self.estimate_pose(z, refine_steps)
             return latent_interaction(self.phi, r_hat), r_hat
         raise ValueError(f"unknown mode '{mode}' (knn, refine)")
+
+    def estimate_pose(self, z: np.ndarray, steps: int = 3) -> np.ndarray:
+        """The pose Δr (camera seen from the goal) whose embedding is nearest z (B, D): the
+        bank's nearest pose refined by `steps` Gauss–Newton steps on ‖φ(r) − z‖. (B, 6) float64."""
+        z = np.atleast_2d(np.asarray(z, dtype=np.float32))
+        _, idx = self.search(z, 1)
+        return refine_pose(self.phi, self.poses[idx[:, 0]].astype(np.float64), z, steps)
 
     # -- disk cache
     def save(self, path: str) -> None:
@@ -456,7 +462,17 @@ def load_or_build(phi, config: BankConfig = BankConfig(), cache_dir: str | None 
 
 
 def refine_pose(phi, r0: np.ndarray, z: np.ndarray, steps: int = 3, dtype=torch.float32) -> np.ndarray:
-    """Gauss–Newton on ‖φ(r) − z‖ from r0 (B, 6): r ← r − (∂φ/∂r)⁺ (φ(r) − z). Returns (B, 6)."""
+    """Gauss–Newton on ‖φ(r) − z‖ from r0 (B, 6): r ← r − (∂φ/∂r)⁺ (φ(r) − z). Returns (B, 6).
+
+    An MLP φ runs in NumPy float64 (MLPJacobian: φ(r) and ∂φ/∂r in one pass, ~0.1 ms a step);
+    any other φ in torch `dtype`."""
+    fast = _fast_jacobian(phi)
+    if fast is not None:
+        r, zd = np.array(r0, dtype=np.float64), np.atleast_2d(np.asarray(z, dtype=np.float64))
+        for _ in range(steps):
+            f, J = fast(r)
+            r = r - (np.linalg.pinv(J) @ (f - zd)[..., None])[..., 0]
+        return r
     r = torch.as_tensor(r0, dtype=dtype).clone()
     zt = torch.as_tensor(np.atleast_2d(z), dtype=dtype)
     for _ in range(steps):

@@ -55,7 +55,9 @@ class ServoSettings:
     k_neighbors: int | None = 50
     max_linear_speed: float = 0.10         # [m/s]
     max_angular_speed: float = 0.50        # [rad/s]
-    converged_error: float = 0.01
+    converged_translation: float = 0.001   # [m]
+    converged_rotation: float = 0.1        # [deg]
+    converged_steps: int = 5
     input_timeout: float = 0.5             # [s]
     hand_eye: tuple = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)   # camera pose in the command frame: x y z [m] r p y [rad]
 
@@ -63,10 +65,16 @@ class ServoSettings:
         return json.dumps(self.__dict__, sort_keys=True)
 
     @classmethod
-    def from_json(cls, s: str) -> "ServoSettings":
+    def from_json(cls, s: str, warn: bool = True) -> "ServoSettings":
+        """Settings stored by a recorder; a bag from before the pose-error stop stores
+        converged_error (a latent distance): that key is ignored, with one warning line (warn)."""
         d = json.loads(s)
         if "hand_eye" in d:
             d["hand_eye"] = tuple(float(x) for x in d["hand_eye"])
+        if "converged_error" in d and warn:
+            print(f"latent-vs replay: warning: the bag's converged_error ({d['converged_error']}) is no longer a "
+                  f"setting; the controller stops on converged_translation/converged_rotation "
+                  f"(defaults {cls.converged_translation} m, {cls.converged_rotation}°)", file=sys.stderr)
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
@@ -93,7 +101,8 @@ class ServoPipeline:
                     self.law.k = settings.k_neighbors
             self.controller = ServoController(
                 self.law, Limits(settings.max_linear_speed, settings.max_angular_speed),
-                input_timeout=settings.input_timeout, converged_error=settings.converged_error,
+                input_timeout=settings.input_timeout, converged_translation=settings.converged_translation,
+                converged_rotation=settings.converged_rotation, converged_steps=settings.converged_steps,
                 hand_eye=geometry.rpy_to_matrix(*[float(x) for x in settings.hand_eye]))
         except (ValueError, TypeError) as e:
             raise UserError(f"bad controller settings: {e}") from None
@@ -631,7 +640,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--k-neighbors", type=int, help="K of the MLVS KNN interpolation (eq. 13)")
     g.add_argument("--max-linear-speed", type=float, help="[m/s]")
     g.add_argument("--max-angular-speed", type=float, help="[rad/s]")
-    g.add_argument("--converged-error", type=float, help="latent error below which the controller stops")
+    g.add_argument("--converged-translation", type=float, metavar="M",
+                   help="the controller stops when its estimated translation error [m] and rotation error stay "
+                        "below the bounds for --converged-steps images (default: the run's, else 0.001)")
+    g.add_argument("--converged-rotation", type=float, metavar="DEG", help="[deg] (default: the run's, else 0.1)")
+    g.add_argument("--converged-steps", type=int, metavar="N", help="(default: the run's, else 5)")
     g.add_argument("--hand-eye", type=float, nargs=6, metavar=("X", "Y", "Z", "R", "P", "Y"),
                    help="camera pose in the command frame (as the controller's hand_eye parameter)")
     g.add_argument("--image-topic", metavar="T", help="image topic (default: /image, else the Image topic with most messages)")
@@ -684,14 +697,15 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {k: getattr(args, a) for k, a in (
         ("method", "method"), ("model_dir", "model"), ("gain", "gain"), ("k_neighbors", "k_neighbors"),
         ("max_linear_speed", "max_linear_speed"), ("max_angular_speed", "max_angular_speed"),
-        ("converged_error", "converged_error"), ("hand_eye", "hand_eye")) if getattr(args, a) is not None}
+        ("converged_translation", "converged_translation"), ("converged_rotation", "converged_rotation"),
+        ("converged_steps", "converged_steps"), ("hand_eye", "hand_eye")) if getattr(args, a) is not None}
     if "hand_eye" in overrides:
         overrides["hand_eye"] = tuple(overrides["hand_eye"])
     if overrides:
         with bags.Bag(args.bag) as bag:
             base = bag.custom_data.get(RUN_KEY)
         try:
-            settings = ServoSettings.from_json(base) if base else ServoSettings()
+            settings = ServoSettings.from_json(base, warn=False) if base else ServoSettings()  # replay_offline warns
         except (ValueError, TypeError):
             settings = ServoSettings()
         for k, v in overrides.items():

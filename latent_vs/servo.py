@@ -1,8 +1,8 @@
 """The servo controller's brain, free of ROS: the controller node, the demo and the offline
 replay (latent_vs.replay) all run this one class.
 
-    ctl = ServoController(law, Limits(0.1, 0.5), input_timeout=0.5, converged_error=0.01,
-                          hand_eye=np.eye(4))
+    ctl = ServoController(law, Limits(0.1, 0.5), input_timeout=0.5, converged_translation=0.001,
+                          converged_rotation=0.1, converged_steps=5, hand_eye=np.eye(4))
     ctl.set_goal_latent(z_goal)                 # or set_goal(goal measurement)
     twist, state = ctl.update(z, stamp_s, now_s)  # on every input
     twist, state = ctl.tick(now_s)              # on a timer, for staleness
@@ -10,8 +10,10 @@ replay (latent_vs.replay) all run this one class.
 `twist` is (6,) = (v [m/s], ω [rad/s]) in the command frame, or None: publish nothing.
 States: idle (disabled or no goal), servoing, converged, stale, fault. Entering any state
 other than servoing returns ONE zero twist, then None until servoing resumes:
-  * converged: the error fell below `converged_error`; latched until a new goal is set or
-    the controller is re-enabled (the arm stays still even if the error grows again);
+  * converged: the law's estimate of the camera's pose error was below
+    `converged_translation` [m] and `converged_rotation` [deg] for `converged_steps`
+    consecutive inputs; latched until a new goal is set or the controller is re-enabled (the
+    arm stays still even if the error grows again);
   * stale: the input was older than `input_timeout` when it arrived, or no input came for
     `input_timeout` (tick); servoing resumes with the next fresh input;
   * fault: a bad input (NaN/inf, wrong shape) or a non-finite control output; servoing
@@ -20,7 +22,10 @@ A twist is never beyond the limits (safety.limit_twist scales it as a whole).
 
 A control law reaches the controller as a MeasurementLaw: LatentLaw (MLVS on latents z),
 PoseLaw (PBVS on the camera pose oT_c, for simulation) or ImageLaw (DVS on grey images).
-Twists of the batched control laws are read as per-second velocities.
+Twists of the batched control laws are read as per-second velocities. Each law estimates the
+camera's pose error Δr̂ = (t [m], θu [rad]), the current camera pose seen from the goal
+(geometry.pose_difference's convention): `pose_error` after each input; `error_norm` is the
+law's own scalar error (a diagnostic only).
 """
 from __future__ import annotations
 
@@ -44,9 +49,15 @@ def _set_gain(law, gain: float) -> None:
 
 class MeasurementLaw:
     """A single-task control law on one measurement y: set_goal(y*), step(y) -> camera twist
-    (6,), error(y) -> float (the norm compared with converged_error)."""
+    (6,), error(y) -> float (a diagnostic norm), pose_error(y, v_cam) -> the estimated pose
+    of the camera seen from the goal (6,) = (t [m], θu [rad]), which decides `converged`.
+    Laws with estimate_from_step read it from this input's twist v_cam = step(y)."""
     kind = "base"
     error_units = ""
+    estimate_from_step = False
+
+    def pose_error(self, y, v_cam=None) -> np.ndarray:
+        raise NotImplementedError
 
     def problem(self, y) -> str | None:
         return input_problem(y)
@@ -67,8 +78,9 @@ class LatentLaw(MeasurementLaw):
 
     def __init__(self, mlvs):
         self.law = mlvs
-        self.latent_dim = int(mlvs.model.latent_dim) if hasattr(mlvs, "model") else None
+        self.latent_dim = int(mlvs.model.latent_dim) if getattr(mlvs, "model", None) is not None else None
         self.z_goal = None
+        self.goal_estimate = None   # z*'s estimated pose (4, 4), in φ's goal frame (as Δr)
 
     def problem(self, y):
         return input_problem(y, None if self.latent_dim is None else (self.latent_dim,))
@@ -93,12 +105,19 @@ class LatentLaw(MeasurementLaw):
             raise ValueError(f"bad goal latent: {why}")
         self.z_goal = z_goal
         self.law.set_goal_latent(z_goal[None])
+        self.goal_estimate = geometry.pose_to_matrix(self.law.estimate_pose(z_goal[None])[0])
 
     def step(self, z):
         return np.asarray(self.law.step_latent(np.asarray(z, np.float32)[None]), dtype=float).reshape(6)
 
     def error(self, z):
         return float(np.linalg.norm(np.asarray(z, float) - self.z_goal))
+
+    def pose_error(self, z, v_cam=None):
+        """The pose estimate of z relative to that of z* (both: the bank's nearest pose refined
+        by Gauss–Newton on ‖φ(r) − z‖): zero (to rounding) when z = z*."""
+        r_hat = self.law.estimate_pose(np.asarray(z, np.float32)[None])[0]
+        return geometry.pose_difference(self.goal_estimate, geometry.pose_to_matrix(r_hat))
 
     @property
     def k(self):
@@ -136,12 +155,17 @@ class PoseLaw(MeasurementLaw):
     def error(self, T):
         return float(np.linalg.norm(geometry.pose_difference(self.goal, T)))
 
+    def pose_error(self, T, v_cam=None):
+        """The true pose difference (simulation)."""
+        return geometry.pose_difference(self.goal, np.asarray(T, float))
+
 
 class ImageLaw(MeasurementLaw):
     """A photometric law (DVS) on y = grey image (any size: centre-cropped and resized to the
     law's camera); error = RMS grey-level difference to I* / 255."""
     kind = "image"
     error_units = "RMS grey level / 255"
+    estimate_from_step = True
 
     def __init__(self, law, goal_pose: np.ndarray | None = None):
         from .scene import SceneConfig, goal_pose as scene_goal
@@ -175,6 +199,11 @@ class ImageLaw(MeasurementLaw):
     def error(self, img):
         d = self._fit(img).astype(np.float32) - self.goal.astype(np.float32)
         return float(np.sqrt(np.mean(d * d)) / 255.0)
+
+    def pose_error(self, img, v_cam=None):
+        """The Gauss–Newton step itself: v = −λ L⁺ e ≈ −λ Δr near the goal, so Δr ≈ −v / λ."""
+        v = self.step(img) if v_cam is None else np.asarray(v_cam, float)
+        return -v / self.gain
 
 
 def as_measurement_law(law) -> MeasurementLaw:
@@ -215,26 +244,40 @@ class ServoController:
     """Safety state machine around a MeasurementLaw (see the module docstring)."""
 
     def __init__(self, law, limits: Limits = Limits(), input_timeout: float = 0.5,
-                 converged_error: float = 0.01, hand_eye: np.ndarray | None = None, enabled: bool = True):
+                 converged_translation: float = 0.001, converged_rotation: float = 0.1,
+                 converged_steps: int = 5, hand_eye: np.ndarray | None = None, enabled: bool = True):
+        """converged_translation [m], converged_rotation [deg]: bounds on the estimated pose
+        error that must hold for converged_steps [count] consecutive inputs."""
         self.law = as_measurement_law(law)
         self.limits = limits
         if not (input_timeout > 0):
             raise ValueError(f"input_timeout must be positive, got {input_timeout}")
-        if not (converged_error >= 0):
-            raise ValueError(f"converged_error must be >= 0, got {converged_error}")
         self.input_timeout = float(input_timeout)
-        self.converged_error = float(converged_error)
+        self.set_convergence(converged_translation, converged_rotation, converged_steps)
         self.set_hand_eye(np.eye(4) if hand_eye is None else hand_eye)
         self.enabled = bool(enabled)
         self.has_goal = False
         self._goal = None
         self.state = IDLE
         self.error_norm = float("nan")
+        self.pose_error = np.full(6, np.nan)  # the law's estimated pose error for the last input
+        self.small_steps = 0                  # consecutive inputs with a pose error within the bounds
         self.last_stamp: float | None = None  # capture time of the last input used [s]
         self.last_scale = 1.0                 # limit scaling of the last twist (1: within limits)
         self.event: str | None = None         # one line for the log when the state changes
 
     # ---------------------------------------------------------------- configuration
+    def set_convergence(self, translation: float, rotation_deg: float, steps: int) -> None:
+        """The bounds of `converged`: translation [m] and rotation [deg] of the estimated pose
+        error, held for `steps` consecutive inputs (bounds of 0: never converged)."""
+        for name, value in (("converged_translation", translation), ("converged_rotation", rotation_deg)):
+            if not (np.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        if int(steps) != steps or steps < 1:
+            raise ValueError(f"converged_steps must be an integer >= 1, got {steps}")
+        self.converged_translation, self.converged_rotation = float(translation), float(rotation_deg)
+        self.converged_steps = int(steps)
+
     def set_hand_eye(self, cmd_T_cam: np.ndarray) -> None:
         """The camera pose in the command frame (4x4); twists are mapped by cmd_V_cam."""
         T = np.asarray(cmd_T_cam, dtype=float)
@@ -255,6 +298,7 @@ class ServoController:
         self.law.set_goal(goal)
         self._goal = goal.copy()
         self.has_goal = True
+        self.small_steps = 0
         if self.state == CONVERGED:
             self.state = SERVOING if self.enabled else IDLE
 
@@ -270,6 +314,7 @@ class ServoController:
         self.event = "enabled"
         self.state = IDLE if not self.has_goal else SERVOING
         self.last_stamp = None
+        self.small_steps = 0
         return None, self.state
 
     # ---------------------------------------------------------------- loop
@@ -277,7 +322,19 @@ class ServoController:
         first = self.state != state
         self.state = state
         self.event = why if first else None
+        self.small_steps = 0
         return (ZERO_TWIST.copy() if first else None), state
+
+    def _reached(self, est: np.ndarray) -> str | None:
+        """Count the inputs in a row whose estimated pose error is within the bounds; the
+        converged event line once there are converged_steps of them."""
+        t_mm, r_deg = 1e3 * np.linalg.norm(est[:3]), np.rad2deg(np.linalg.norm(est[3:]))
+        within = t_mm < 1e3 * self.converged_translation and r_deg < self.converged_rotation
+        self.small_steps = self.small_steps + 1 if within else 0
+        if self.small_steps < self.converged_steps:
+            return None
+        return (f"converged: estimated pose error {t_mm:.3f} mm, {r_deg:.4f}° (below {1e3 * self.converged_translation:.3g} mm, "
+                f"{self.converged_rotation:.3g}° for {self.small_steps} inputs in a row)")
 
     def to_command_frame(self, twist_cam: np.ndarray) -> np.ndarray:
         """cmd_V_cam @ twist: the same rigid motion expressed in the command frame."""
@@ -300,11 +357,20 @@ class ServoController:
         if not np.isfinite(err):
             return self._stop(FAULT, f"error norm is {err}")
         self.error_norm = err
+        v_cam = self.law.step(y) if self.law.estimate_from_step else None
+        if v_cam is not None and not np.all(np.isfinite(v_cam)):
+            return self._stop(FAULT, f"control law returned a non-finite twist {np.round(v_cam, 4).tolist()}")
+        est = np.asarray(self.law.pose_error(y, v_cam), dtype=float).reshape(6)
+        if not np.all(np.isfinite(est)):
+            return self._stop(FAULT, f"pose error estimate is {np.round(est, 4).tolist()}")
+        self.pose_error = est
         if self.state == CONVERGED:
             return None, CONVERGED
-        if err < self.converged_error:
-            return self._stop(CONVERGED, f"converged: error {err:.5g} < converged_error {self.converged_error:.5g}")
-        v_cam = self.law.step(y)
+        why = self._reached(est)
+        if why:
+            return self._stop(CONVERGED, why)
+        if v_cam is None:
+            v_cam = self.law.step(y)
         if not np.all(np.isfinite(v_cam)):
             return self._stop(FAULT, f"control law returned a non-finite twist {np.round(v_cam, 4).tolist()}")
         twist, self.last_scale = limit_twist(self.to_command_frame(v_cam), self.limits)

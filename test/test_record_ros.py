@@ -332,7 +332,9 @@ def test_mlvs_bag_replayed_live_into_encoder_and_controller_nodes(ctx, executor,
               Parameter("k_neighbors", value=s.k_neighbors), Parameter("input_timeout", value=5.0),
               Parameter("max_linear_speed", value=s.max_linear_speed),
               Parameter("max_angular_speed", value=s.max_angular_speed),
-              Parameter("converged_error", value=s.converged_error)]
+              Parameter("converged_translation", value=s.converged_translation),
+              Parameter("converged_rotation", value=s.converged_rotation),
+              Parameter("converged_steps", value=s.converged_steps)]
     executor.add(ControllerNode(law=law, parameter_overrides=params, context=ctx))
     got = []
     sub = executor.add(rclpy.create_node("sub5", context=ctx))

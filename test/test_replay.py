@@ -128,8 +128,10 @@ def test_goal_from_file_equals_goal_from_bag(dvs_bag, tmp_path, capsys):
 
 
 def test_goal_time_picks_a_bag_image(dvs_bag, tmp_path, capsys):
-    """--goal-time 0: the first image is the goal, so the controller starts converged."""
-    rc, _, err = run_cli(["replay", str(dvs_bag), "--quiet", "--out", str(tmp_path / "o"), "--goal-time", "0"], capsys)
+    """--goal-time 0: the first image is the goal, so the controller (one input in a row is
+    enough here) starts converged."""
+    rc, _, err = run_cli(["replay", str(dvs_bag), "--quiet", "--out", str(tmp_path / "o"), "--goal-time", "0",
+                          "--converged-steps", "1"], capsys)
     assert rc == 0, err
     rows = read_csv(tmp_path / "o" / "replay.csv")
     assert rows[0]["state"] == "converged" and float(rows[0]["error"]) == 0.0
@@ -156,12 +158,34 @@ def test_image_topic_found_by_type_any_name_and_encoding(tmp_path, capsys):
     imgs = [("/camera/color/image_raw", bags.image_msg(sc.render(T), 1_000 + i, encoding="bgr8"))
             for i, T in enumerate(poses)]
     bag = _bag_with(tmp_path, "cam", imgs)
-    rc, out, err = run_cli(["replay", str(bag), "--quiet", "--method", "dvs", "--out", str(tmp_path / "o")], capsys)
+    rc, out, err = run_cli(["replay", str(bag), "--quiet", "--method", "dvs", "--out", str(tmp_path / "o"),
+                            "--converged-steps", "1"], capsys)
     assert rc == 0, err
     s = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert s["image_topic"] == "/camera/color/image_raw" and s["images"] == 4
     assert s["goal"] == "last image on /camera/color/image_raw" and s["final_state"] == "converged"
     assert "recorded_twists" not in s and "agreement_with_pbvs" not in s   # nothing to compare against
+
+
+@pytest.mark.parametrize("override", [[], ["--gain", "0.4"]])
+def test_an_older_bag_with_converged_error_replays_with_one_warning(tmp_path, capsys, override):
+    """Bags recorded before the pose-error stop store converged_error (a latent distance)."""
+    from latent_vs.replay import RUN_KEY
+    from latent_vs.scene import Scene
+    from latent_vs.tasks import sample_tasks
+    sc = Scene()
+    old = {"method": "dvs", "gain": 0.5, "max_linear_speed": 0.1, "max_angular_speed": 0.5,
+           "converged_error": 0.01, "input_timeout": 0.5, "hand_eye": [0.0] * 6, "k_neighbors": 50, "model_dir": None}
+    with bags.BagWriter(tmp_path / "old") as w:
+        w.set_custom_data(RUN_KEY, json.dumps(old))
+        for i, T in enumerate(sample_tasks(3, seed=5)):
+            w.write("/image", bags.image_msg(sc.render(T), 1_000 + i), 1_000 + i * 100_000_000)
+    rc, _, err = run_cli(["replay", str(tmp_path / "old"), "--quiet", "--out", str(tmp_path / "o")] + override, capsys)
+    assert rc == 0, err
+    lines = [line for line in err.strip().splitlines() if line]
+    assert len(lines) == 1 and "converged_error" in lines[0] and "warning" in lines[0], err
+    s = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert s["images"] == 3 and s["settings"]["converged_translation"] == 0.001
 
 
 def test_image_topic_option_and_encoding_override(tmp_path, capsys):

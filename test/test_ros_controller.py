@@ -1,5 +1,6 @@
 """Controller node over real DDS (isolated domain, see conftest.py): closed loop through topics,
-every safety behaviour, the three ways to set a goal, parameter validation. PBVS (camera_pose)
+every safety behaviour, the three ways to set a goal, parameter validation, the published pose
+error estimate and what it takes to converge. PBVS (camera_pose)
 and DVS (image) need no model; the MLVS path is in test_ros_latent.py."""
 import os
 
@@ -19,7 +20,7 @@ from latent_vs import geometry  # noqa: E402
 from latent_vs.errors import UserError  # noqa: E402
 from latent_vs.imageconv import fit_image  # noqa: E402
 from latent_vs.ros.controller_node import ControllerNode  # noqa: E402
-from latent_vs.ros.convert import array_to_image_msg, pose_to_msg  # noqa: E402
+from latent_vs.ros.convert import array_to_image_msg, msg_to_pose, pose_to_msg  # noqa: E402
 from latent_vs.ros.probe import Probe, spin_until  # noqa: E402
 from latent_vs.ros.sim_camera_node import SimCameraNode  # noqa: E402
 from latent_vs.scene import Scene, SceneConfig, goal_pose  # noqa: E402
@@ -70,8 +71,7 @@ def nonzero(twists):
     return [t for t in twists if np.linalg.norm(t) > 0]
 
 
-PBVS = dict(method="pbvs", autostart=True, gain=2.0, max_linear_speed=0.3, max_angular_speed=1.0,
-            converged_error=0.003)
+PBVS = dict(method="pbvs", autostart=True, gain=2.0, max_linear_speed=0.3, max_angular_speed=1.0)
 
 
 @pytest.mark.slow
@@ -144,18 +144,24 @@ def test_parameter_validation(ex):
         {"goal_image": "/nonexistent/goal.png"},
         {"method": "pbvs"},                  # read-only
         {"gain": "fast"},                    # wrong type
+        {"converged_translation": -0.001},
+        {"converged_rotation": -0.1},
+        {"converged_steps": 0},
     ]
     for values in bad:
         (res,) = _set_params(ex, probe, values)
-        assert not res.successful, values
+        assert not res.successful and res.reason, values
     (res,) = _set_params(ex, probe, {"goal_image": "/nonexistent/goal.png"})
     assert "/nonexistent/goal.png" in res.reason
     ctl = n["ctl"]
     assert ctl.ctl.limits.max_linear_speed == 0.1 and ctl.get_parameter("method").value == "dvs"
-    ok = _set_params(ex, probe, {"gain": 2.0, "max_angular_speed": 0.3, "converged_error": 0.02,
+    assert (ctl.ctl.converged_translation, ctl.ctl.converged_rotation, ctl.ctl.converged_steps) == (0.001, 0.1, 5)
+    ok = _set_params(ex, probe, {"gain": 2.0, "max_angular_speed": 0.3, "converged_translation": 0.002,
+                                 "converged_rotation": 0.2, "converged_steps": 3,
                                  "hand_eye": [0.0, 0.0, 0.1, 0.0, 0.0, 0.0]})
     assert all(r.successful for r in ok)
-    assert ctl.law.gain == 2.0 and ctl.ctl.limits.max_angular_speed == 0.3 and ctl.ctl.converged_error == 0.02
+    assert ctl.law.gain == 2.0 and ctl.ctl.limits.max_angular_speed == 0.3
+    assert (ctl.ctl.converged_translation, ctl.ctl.converged_rotation, ctl.ctl.converged_steps) == (0.002, 0.2, 3)
     assert ctl.ctl.hand_eye[2, 3] == pytest.approx(0.1)
 
 
@@ -184,6 +190,28 @@ def test_stale_input_sends_one_zero_twist(ex):
     np.testing.assert_array_equal(probe.twists[-1], ZERO)
     assert np.linalg.norm(probe.twists[-2]) > 0
     assert "stale" not in probe.states[:-1] or probe.states.count("stale") == 1
+
+
+def test_pose_error_estimate_is_published_and_converged_needs_steps_in_a_row(ex, capfd):
+    n = start(ex, ctl=dict(PBVS, converged_steps=3))
+    probe = n["probe"]
+    pub = probe.create_publisher(PoseStamped, "camera_pose", 10)
+    assert spin_until(ex, lambda: pub.get_subscription_count() > 0, 5.0)
+    far = GOAL @ geometry.pose_to_matrix([0.01, -0.02, 0.005, 0.02, 0.0, -0.05])
+    near = GOAL @ geometry.pose_to_matrix([0.0003, 0.0, -0.0004, 0.0, 0.001, 0.0])   # 0.5 mm, 0.057°
+    for i, T in enumerate([far, near, near, far, near, near, near, far]):
+        stamp = probe.get_clock().now().to_msg()
+        stamp.nanosec = (stamp.nanosec // 1000) * 1000 + 123                           # an exact stamp
+        pub.publish(pose_to_msg(T, stamp))
+        assert spin_until(ex, lambda: len(probe.estimates) == i + 1, 5.0), i
+        msg = probe.estimates[-1]
+        assert (msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id) == (stamp.sec, stamp.nanosec, "goal")
+        np.testing.assert_allclose(msg_to_pose(msg), geometry.pose_to_matrix(geometry.pose_difference(GOAL, T)),
+                                   atol=1e-12)
+        assert n["ctl"].ctl.state == ("converged" if i >= 6 else "servoing"), i   # the 3rd near pose in a row
+    assert spin_until(ex, lambda: probe.state == "converged", 5.0)
+    assert "converged: estimated pose error 0.500 mm, 0.0573°" in capfd.readouterr().err
+    np.testing.assert_array_equal(probe.twists[-1], ZERO)
 
 
 def test_old_input_is_stale_and_fresh_input_resumes(ex):
@@ -277,7 +305,7 @@ def _views(offset):
 def _goal_rig(ex):
     # the controller's cmd_twist is remapped away from the sim: the camera stays at the goal pose
     return start(ex, sim=dict(seed=-1, publish_goal_image=False),
-                 ctl=dict(method="dvs", autostart=True, converged_error=0.002), remap="cmd_unused")
+                 ctl=dict(method="dvs", autostart=True), remap="cmd_unused")
 
 
 def test_goal_from_current_view_service(ex):

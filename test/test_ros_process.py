@@ -61,7 +61,8 @@ def ex():
 def test_closed_loop_across_processes_and_zero_twist_on_exit(ex, procs, sig):
     sim = node_process("sim_camera_node", "seed:=5")
     ctl = node_process("controller_node", "method:=pbvs", "autostart:=true", "gain:=2.0",
-                       "max_linear_speed:=0.3", "max_angular_speed:=1.0", "converged_error:=0.003")
+                       "max_linear_speed:=0.3", "max_angular_speed:=1.0", "converged_translation:=0.003",
+                       "converged_rotation:=0.3")
     procs += [sim, ctl]
     probe = Probe()
     ex.add_node(probe)

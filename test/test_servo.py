@@ -1,13 +1,21 @@
-"""The controller's brain (latent_vs.servo) without ROS: closed loop, limits, frames and every
-safety state. The node tests (test_ros_controller.py) check the same behaviour over DDS."""
+"""The controller's brain (latent_vs.servo) without ROS: closed loop, limits, frames, every
+safety state, the pose error estimates that decide `converged`, and what `converged` means on
+rendered runs of the shipped model. The node tests (test_ros_controller.py) check the same
+behaviour over DDS."""
+import os
+
 import numpy as np
 import pytest
+import torch
 
-from latent_vs import geometry
+from latent_vs import geometry, paths
+from latent_vs.bench import methods
+from latent_vs.control.mlvs import MLVS
 from latent_vs.control.pbvs import PBVS
+from latent_vs.posebank import BankConfig, PoseBank
 from latent_vs.safety import Limits
-from latent_vs.scene import SceneConfig, goal_pose
-from latent_vs.servo import CONVERGED, FAULT, IDLE, SERVOING, STALE, ServoController
+from latent_vs.scene import Scene, SceneConfig, goal_pose
+from latent_vs.servo import CONVERGED, FAULT, IDLE, SERVOING, STALE, ImageLaw, LatentLaw, ServoController
 from latent_vs.tasks import sample_tasks
 
 GOAL = goal_pose(SceneConfig())
@@ -16,7 +24,7 @@ DT = 1 / 30
 
 def _ctl(**kw):
     gain = kw.pop("gain", 1.0)
-    args = dict(limits=Limits(0.2, 0.6), input_timeout=0.5, converged_error=0.002)
+    args = dict(limits=Limits(0.2, 0.6), input_timeout=0.5, converged_translation=0.002, converged_rotation=0.1)
     args.update(kw)
     ctl = ServoController(PBVS(gain=gain), **args)
     ctl.set_goal(GOAL)
@@ -125,7 +133,7 @@ def test_non_finite_law_output_is_a_fault():
     class Broken(PBVS):
         def step(self, images, poses, active):
             return np.full((1, 6), np.nan)
-    ctl = ServoController(Broken(), converged_error=0.0)
+    ctl = ServoController(Broken(), converged_translation=0.0)
     ctl.set_goal(GOAL)
     twist, state = ctl.update(sample_tasks(1, seed=2)[0])
     assert state == FAULT and np.array_equal(twist, np.zeros(6))
@@ -152,3 +160,149 @@ def test_bad_parameters_are_refused():
         ServoController(PBVS(), input_timeout=0)
     with pytest.raises(ValueError, match="hand_eye"):
         ServoController(PBVS(), hand_eye=np.diag([1.0, 1.0, -1.0, 1.0]))
+
+
+# ---------------------------------------------------------------- converged: the pose error estimate
+
+def _near(t_mm=0.0, r_deg=0.0, axis=0):
+    """The goal moved by t_mm along x and rotated by r_deg about `axis` (camera frame)."""
+    r = np.zeros(6)
+    r[0], r[3 + axis] = t_mm / 1000, np.deg2rad(r_deg)
+    return GOAL @ geometry.pose_to_matrix(r)
+
+
+def test_converged_needs_converged_steps_small_estimates_in_a_row():
+    ctl = _ctl(converged_translation=0.001, converged_rotation=0.1, converged_steps=5)
+    near, far_t, far_r = _near(0.5, 0.05), _near(1.5, 0.0), _near(0.0, 0.15, axis=1)
+    for T in [near] * 4 + [far_t] + [near] * 4 + [far_r] + [near] * 4:   # never 5 in a row
+        twist, state = ctl.update(T)
+        assert state == SERVOING and np.linalg.norm(twist) > 0
+    np.testing.assert_allclose(ctl.pose_error, geometry.pose_difference(GOAL, near), atol=1e-15)
+    twist, state = ctl.update(near)                                       # the fifth in a row
+    assert state == CONVERGED and np.array_equal(twist, np.zeros(6))
+    assert "0.500 mm" in ctl.event and "0.0500°" in ctl.event and "5 inputs in a row" in ctl.event
+    assert ctl.update(far_t) == (None, CONVERGED)                         # latched
+    np.testing.assert_allclose(ctl.pose_error, geometry.pose_difference(GOAL, far_t), atol=1e-15)
+    ctl.set_enabled(False)
+    ctl.set_enabled(True)                                                 # re-enabled: counts again
+    assert ctl.update(near)[1] == SERVOING
+
+
+def test_a_stale_input_breaks_the_run_of_small_estimates():
+    ctl = _ctl(converged_steps=3)
+    near = _near(0.2)
+    assert ctl.update(near, 1.0, 1.0)[1] == ctl.update(near, 1.1, 1.1)[1] == SERVOING
+    assert ctl.update(near, 1.2, 2.0)[1] == STALE
+    assert ctl.update(near, 2.1, 2.1)[1] == ctl.update(near, 2.2, 2.2)[1] == SERVOING
+    assert ctl.update(near, 2.3, 2.3)[1] == CONVERGED
+
+
+@pytest.mark.parametrize("kw, name", [
+    (dict(converged_translation=-0.001), "converged_translation"),
+    (dict(converged_translation=float("nan")), "converged_translation"),
+    (dict(converged_rotation=-0.1), "converged_rotation"),
+    (dict(converged_steps=0), "converged_steps"),
+    (dict(converged_steps=2.5), "converged_steps"),
+])
+def test_bad_convergence_bounds_are_refused(kw, name):
+    with pytest.raises(ValueError, match=name):
+        ServoController(PBVS(), **kw)
+
+
+def test_zero_bounds_never_converge():
+    ctl = _ctl(converged_translation=0.0)
+    for _ in range(10):
+        assert ctl.update(GOAL)[1] == SERVOING
+
+
+@pytest.fixture(scope="module")
+def phi_mlvs():
+    """MLVS with the recipe φ and a small bank; latents are φ's own (a perfect encoder)."""
+    phi = torch.jit.load(os.path.join(os.path.dirname(__file__), "data", "phi_recipe.pt"))
+    bank = PoseBank.build(phi, BankConfig(grid_steps=6, near_goal=3000, index="flat"))
+    return MLVS(phi=phi, bank=bank, k=10)
+
+
+def _embed(law, r):
+    with torch.no_grad():
+        return law.phi(torch.as_tensor(np.asarray(r)[None], dtype=torch.float32)).numpy()[0]
+
+
+@pytest.mark.parametrize("goal", [[0.0] * 6, [0.02, -0.01, 0.03, 0.05, 0.02, -0.1]])
+def test_latent_estimate_is_the_pose_of_z_seen_from_that_of_z_goal(phi_mlvs, goal):
+    law = LatentLaw(phi_mlvs)
+    T_goal = geometry.pose_to_matrix(goal)               # z* = φ(goal): any goal, not only φ's origin
+    z_goal = _embed(phi_mlvs, goal)
+    law.set_goal(z_goal)
+    np.testing.assert_allclose(law.pose_error(z_goal), np.zeros(6), atol=1e-15)   # zero at z* (rounding)
+    for d in ([0.0004, -0.0003, 0.0002, 0.0005, 0.0, -0.0008], [0.01, 0.02, -0.015, 0.03, -0.02, 0.05]):
+        z = _embed(phi_mlvs, geometry.matrix_to_pose(T_goal @ geometry.pose_to_matrix(d)))
+        np.testing.assert_allclose(law.pose_error(z), d, atol=2e-5)    # the camera seen from the goal
+
+
+def test_image_estimate_is_the_gauss_newton_step_and_the_law_steps_once_per_input():
+    law = ImageLaw(methods.make("dvs"))
+    steps = []
+    step = law.step
+    law.step = lambda img: steps.append(1) or step(img)
+    scene = Scene(SceneConfig())
+    ctl = ServoController(law, converged_translation=0.0)
+    ctl.set_goal(scene.render(GOAL))
+    assert ctl.update(scene.render(GOAL))[1] == SERVOING and np.array_equal(ctl.pose_error, np.zeros(6))
+    d = np.array([0.002, -0.001, 0.003, 0.002, -0.001, 0.003])
+    twist, _ = ctl.update(scene.render(GOAL @ geometry.pose_to_matrix(d)))
+    assert len(steps) == 2                                                # one Gauss–Newton step per input
+    np.testing.assert_allclose(ctl.pose_error, -twist / law.gain, atol=1e-12)
+    est = ctl.pose_error
+    assert est @ d / (np.linalg.norm(est) * np.linalg.norm(d)) > 0.8      # ≈ Δr near the goal
+    assert 0.5 < np.linalg.norm(est) / np.linalg.norm(d) < 2.0
+
+
+# ---------------------------------------------------------------- converged on rendered runs
+
+RENDERED_TASKS, RENDERED_ITERS, RENDERED_DT = 6, 600, 0.1   # 60 s of servoing at 10 Hz per task
+TRUE_FACTOR = 5.0
+
+
+def _rendered_runs(law, tasks, iters, dt):
+    """Render (as the benchmark does), encode with the model, ServoController per task, integrate
+    the twist. Returns {task: true (t [m], θ [rad]) when the controller said converged}."""
+    from latent_vs.bench.sim import law_scene
+    scene_cfg = law_scene(law)
+    scene, goal = Scene(scene_cfg, law.camera), goal_pose(scene_cfg)
+    z_goal = law.model.encode(scene.render(goal)[None])[0]
+    ctls = [ServoController(LatentLaw(law), Limits(0.15, 0.6), input_timeout=1.0) for _ in tasks]
+    for c in ctls:
+        c.set_goal(z_goal)
+    T, converged = np.array(tasks, dtype=float), {}
+    for _ in range(iters):
+        running = [i for i in range(len(T)) if i not in converged]
+        if not running:
+            break
+        z = law.model.encode(np.stack([scene.render(T[i]) for i in running]))
+        for i, z_i in zip(running, z):
+            twist, state = ctls[i].update(z_i)
+            if state == CONVERGED:
+                converged[i] = tuple(float(e) for e in geometry.error_metrics(goal, T[i]))
+            elif twist is not None:
+                T[i] = T[i] @ geometry.se3_exp(twist, dt)
+    return converged
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isfile(os.path.join(paths.model_dir("default"), "meta.json")),
+                    reason="no models/default")
+def test_converged_on_rendered_runs_means_the_true_pose_error_is_small():
+    """Whenever the controller says converged (its estimate below 1 mm and 0.1° for 5 inputs),
+    the TRUE pose error must be within 5x those bounds. Must hold for any model: tasks that do
+    not converge within the cap are fine, a `converged` the true pose belies is not."""
+    from latent_vs.control import mlvs
+    law = mlvs.make(gain=1.0)                       # models/default, K = 50, the node's gain
+    converged = _rendered_runs(law, sample_tasks(RENDERED_TASKS, seed=0), RENDERED_ITERS, RENDERED_DT)
+    ctl = ServoController(LatentLaw(law))
+    t_max, r_max = TRUE_FACTOR * ctl.converged_translation, np.deg2rad(TRUE_FACTOR * ctl.converged_rotation)
+    wrong = {i: f"{1000 * t:.1f} mm, {np.rad2deg(r):.2f}°" for i, (t, r) in converged.items()
+             if not (t < t_max and r < r_max)}
+    assert not wrong, (f"the controller said converged at these true pose errors (tasks of seed 0; bounds "
+                       f"{1000 * t_max:g} mm, {np.rad2deg(r_max):g}°): {wrong}; {len(converged)} of "
+                       f"{RENDERED_TASKS} tasks converged")

@@ -100,6 +100,13 @@ class MLVS(ControlLaw):
         v = self._control(np.atleast_2d(z), self.z_goal)
         return v[0] if z.ndim == 1 else v
 
+    def estimate_pose(self, z: np.ndarray) -> np.ndarray:
+        """Δr̂ (B, 6) at latents z (B, D): the camera pose seen from the goal, by the bank's
+        nearest pose refined by `refine_steps` Gauss–Newton steps on ‖φ(r) − z‖."""
+        if self.bank is None:
+            raise RuntimeError("estimate_pose needs a pose bank (this law has none)")
+        return self.bank.estimate_pose(np.atleast_2d(z), self.refine_steps)
+
     # -- the law
     def interaction(self, z: np.ndarray, r_true: np.ndarray | None = None) -> np.ndarray:
         """L_z (B, D, 6) at latents z (B, D)."""

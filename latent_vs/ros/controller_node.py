@@ -12,8 +12,16 @@ velocity twist matrix of `hand_eye` (the camera pose in command_frame).
 Goal: parameter `goal_image` (file), topic `goal_image` (sensor_msgs/Image), service
 `~/set_goal_from_current` (std_srvs/Trigger: the newest input becomes the goal).
 `~/enable` (std_srvs/SetBool) starts/stops servoing (stopping sends one zero twist);
-`autostart` enables at start-up. Diagnostics `~/error_norm` (std_msgs/Float32) and
-`~/state` (std_msgs/String: idle, servoing, converged, stale, fault; transient local).
+`autostart` enables at start-up. Diagnostics `~/error_norm` (std_msgs/Float32: the law's
+own error, mlvs: ‖z − z*‖), `~/state` (std_msgs/String: idle, servoing, converged, stale,
+fault; transient local) and `~/pose_error_estimate` (geometry_msgs/PoseStamped, for every
+input processed while servoing or converged: the law's estimate of the current camera pose
+seen from the goal camera pose, header.frame_id "goal" (the goal camera frame), header.stamp
+= the input's capture stamp; position = t [m], orientation = the rotation θu as a
+quaternion. mlvs: the pose bank's Gauss–Newton estimates of z and z* compared; pbvs: the true
+pose difference; dvs: the Gauss–Newton step −v/λ).
+Converged: the estimate below converged_translation [m] and converged_rotation [deg] for
+converged_steps inputs in a row (logged with the estimate in mm and degrees).
 Safety (latent_vs.servo / latent_vs.safety): limits, input_timeout, faults, converged,
 and a zero twist when the node ends.
 """
@@ -44,7 +52,8 @@ from ..imageconv import read_grey_image  # noqa: E402
 from ..safety import ZERO_TWIST, Limits  # noqa: E402
 from ..servo import METHODS, STATES, ServoController, make_law  # noqa: E402
 from .convert import (COMMAND_QOS, GOAL_QOS, LATEST_QOS, STATE_QOS, image_msg_to_array,  # noqa: E402
-                      is_zero_stamp, msg_to_latent, msg_to_pose, stamp_to_s, twist_to_msg)
+                      is_zero_stamp, latent_stamp, msg_to_latent, msg_to_pose, pose_to_msg, stamp_to_s,
+                      twist_to_msg)
 from .run import run_node  # noqa: E402
 
 WATCHDOG_PERIOD_S = 0.02
@@ -70,9 +79,15 @@ PARAMETERS = {
     "max_linear_speed": (0.10, _float("limit on ‖v‖ [m/s]; the whole twist is scaled to keep its direction", 0.0, 2.0)),
     "max_angular_speed": (0.50, _float("limit on ‖ω‖ [rad/s]; the whole twist is scaled to keep its direction", 0.0, 6.3)),
     "input_timeout": (0.5, _float("input older than this (capture stamp) stops the arm [s]", 0.0, 10.0)),
-    "converged_error": (0.01, _float(
-        "error below which the goal is reached and the arm stops [mlvs: latent distance; "
-        "pbvs: ‖(t m, θu rad)‖; dvs: RMS grey level / 255]", 0.0, 10.0)),
+    "converged_translation": (0.001, _float(
+        "converged (the arm stops) when the estimated translation error stays below this [m] "
+        "(and the rotation below converged_rotation) for converged_steps inputs; 0: never", 0.0, 1.0)),
+    "converged_rotation": (0.1, _float(
+        "converged when the estimated rotation error stays below this [deg] (and the translation "
+        "below converged_translation) for converged_steps inputs; 0: never", 0.0, 180.0)),
+    "converged_steps": (5, ParameterDescriptor(description=(
+        "consecutive inputs the estimated pose error must stay within the converged bounds [count]"),
+        integer_range=[IntegerRange(from_value=1, to_value=1000, step=1)])),
     "hand_eye": ([0.0] * 6, ParameterDescriptor(description=(
         "camera pose in command_frame: x y z [m] roll pitch yaw [rad] (fixed axes X, Y, Z); identity by default"))),
     "command_frame": ("camera", ParameterDescriptor(description=(
@@ -105,7 +120,9 @@ class ControllerNode(Node):
             model_dir = (p["model_dir"] or paths.model_dir("default")) if self.method == "mlvs" else None
             law = make_law(self.method, model_dir, gain=p["gain"], k_neighbors=p["k_neighbors"])
         self.ctl = ServoController(law, Limits(p["max_linear_speed"], p["max_angular_speed"]),
-                                   input_timeout=p["input_timeout"], converged_error=p["converged_error"],
+                                   input_timeout=p["input_timeout"],
+                                   converged_translation=p["converged_translation"],
+                                   converged_rotation=p["converged_rotation"], converged_steps=p["converged_steps"],
                                    hand_eye=geometry.rpy_to_matrix(*p["hand_eye"]), enabled=p["autostart"])
         self.law = self.ctl.law
         if hasattr(self.law, "warm_up"):
@@ -120,6 +137,7 @@ class ControllerNode(Node):
 
         self.cmd_pub = self.create_publisher(TwistStamped if self.stamped else Twist, "cmd_twist", COMMAND_QOS)
         self.err_pub = self.create_publisher(Float32, "~/error_norm", 10)
+        self.estimate_pub = self.create_publisher(PoseStamped, "~/pose_error_estimate", 10)
         self.state_pub = self.create_publisher(String, "~/state", STATE_QOS)
         if self.law.kind == "latent":
             self.create_subscription(Float32MultiArray, "latent", self.on_latent, LATEST_QOS)
@@ -140,8 +158,9 @@ class ControllerNode(Node):
         self._publish_state(force=True)
         self.get_logger().info(
             f"controller ready: method {self.method}, gain {p['gain']} 1/s, limits {p['max_linear_speed']} m/s "
-            f"{p['max_angular_speed']} rad/s, input_timeout {p['input_timeout']} s, converged_error "
-            f"{p['converged_error']} ({self.law.error_units}), command_frame '{self.command_frame}', "
+            f"{p['max_angular_speed']} rad/s, input_timeout {p['input_timeout']} s, converged below "
+            f"{1000 * p['converged_translation']:g} mm and {p['converged_rotation']:g}° for "
+            f"{p['converged_steps']} inputs, command_frame '{self.command_frame}', "
             f"{'enabled' if self.ctl.enabled else 'waiting for ~/enable'}")
 
     # ------------------------------------------------------------------ parameters
@@ -153,8 +172,11 @@ class ControllerNode(Node):
         for name in ("gain", "max_linear_speed", "max_angular_speed", "input_timeout"):
             if name in p and not (np.isfinite(p[name]) and p[name] > 0):
                 return f"parameter {name} must be > 0, got {p[name]}"
-        if "converged_error" in p and not (np.isfinite(p["converged_error"]) and p["converged_error"] >= 0):
-            return f"parameter converged_error must be >= 0, got {p['converged_error']}"
+        for name in ("converged_translation", "converged_rotation"):
+            if name in p and not (np.isfinite(p[name]) and p[name] >= 0):
+                return f"parameter {name} must be >= 0, got {p[name]}"
+        if "converged_steps" in p and not p["converged_steps"] >= 1:
+            return f"parameter converged_steps must be >= 1, got {p['converged_steps']}"
         if "hand_eye" in p:
             he = list(p["hand_eye"])
             if len(he) != 6 or not all(isinstance(v, (int, float)) and np.isfinite(v) for v in he):
@@ -178,8 +200,11 @@ class ControllerNode(Node):
             self._apply_k(values["k_neighbors"])
         if "input_timeout" in values:
             self.ctl.input_timeout = float(values["input_timeout"])
-        if "converged_error" in values:
-            self.ctl.converged_error = float(values["converged_error"])
+        if {"converged_translation", "converged_rotation", "converged_steps"} & values.keys():
+            c = self.ctl
+            c.set_convergence(values.get("converged_translation", c.converged_translation),
+                              values.get("converged_rotation", c.converged_rotation),
+                              values.get("converged_steps", c.converged_steps))
         if "hand_eye" in values:
             self.ctl.set_hand_eye(geometry.rpy_to_matrix(*values["hand_eye"]))
         if "command_frame" in values:
@@ -255,24 +280,28 @@ class ControllerNode(Node):
     def _stamp_s(stamp) -> float | None:
         return None if stamp is None or is_zero_stamp(stamp) else stamp_to_s(stamp)
 
-    def _process(self, y, stamp_s: float | None) -> None:
-        """One input: safety state machine, error diagnostics, twist."""
-        twist, state = self.ctl.update(y, stamp_s, self._now_s())
-        if state in ("servoing", "converged") and np.isfinite(self.ctl.error_norm):  # the error of this input
+    def _process(self, y, stamp) -> None:
+        """One input captured at `stamp` (builtin_interfaces/Time; None or zero: unknown):
+        safety state machine, error diagnostics (of this input), twist."""
+        twist, state = self.ctl.update(y, self._stamp_s(stamp), self._now_s())
+        if state in ("servoing", "converged") and np.isfinite(self.ctl.error_norm):
             self.err_pub.publish(Float32(data=float(self.ctl.error_norm)))
+            if stamp is None or is_zero_stamp(stamp):
+                stamp = self.get_clock().now().to_msg()
+            self.estimate_pub.publish(pose_to_msg(geometry.pose_to_matrix(self.ctl.pose_error), stamp, "goal"))
         self._emit(twist)
 
     def on_latent(self, msg: Float32MultiArray) -> None:
-        z, stamp_s, _frame = msg_to_latent(msg)
+        z, _, _ = msg_to_latent(msg)
         if np.all(np.isfinite(z)):
             self.last_input = z
-        self._process(z, stamp_s)
+        self._process(z, latent_stamp(msg))
 
     def on_pose(self, msg: PoseStamped) -> None:
         T = msg_to_pose(msg)
         if np.all(np.isfinite(T)):
             self.last_input = T
-        self._process(T, self._stamp_s(msg.header.stamp))
+        self._process(T, msg.header.stamp)
 
     def on_image(self, msg: Image) -> None:
         try:
@@ -281,7 +310,7 @@ class ControllerNode(Node):
             self._emit(self.ctl.report_fault(f"bad image: {e}")[0])
             return
         self.last_input = img
-        self._process(img, self._stamp_s(msg.header.stamp))
+        self._process(img, msg.header.stamp)
 
     def on_watchdog(self) -> None:
         twist, _ = self.ctl.tick(self._now_s())

@@ -8,7 +8,7 @@ label of the array's one dimension:
     layout.dim[0].label  = "latent stamp=<sec>.<nanosec, 9 digits> frame=<frame_id>"
     layout.dim[0].size   = layout.dim[0].stride = D,    data = z (D floats)
 
-`msg_to_latent` reads it back; a latent from another publisher without such a label is
+`msg_to_latent` reads it back (`latent_stamp`: the stamp exactly, as a Time); a latent from another publisher without such a label is
 accepted and stamped with its arrival time.
 
 QoS. Camera streams (`image`) use the sensor-data profile (best effort); the encoder and
@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+from builtin_interfaces.msg import Time
 from geometry_msgs.msg import PoseStamped, Twist, TwistStamped
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
@@ -110,6 +111,12 @@ def msg_to_latent(msg: Float32MultiArray) -> tuple[np.ndarray, float | None, str
         if m:
             return z, int(m.group(1)) + int(m.group(2)) * 1e-9, m.group(3) or ""
     return z, None, ""
+
+
+def latent_stamp(msg: Float32MultiArray):
+    """The capture stamp in a latent's label as builtin_interfaces/Time (exact), or None."""
+    m = _LABEL.search(msg.layout.dim[0].label) if msg.layout.dim else None
+    return Time(sec=int(m.group(1)), nanosec=int(m.group(2))) if m else None
 
 
 # -------------------------------------------------------------------------------- twists

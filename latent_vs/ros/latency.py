@@ -61,7 +61,7 @@ def _ros_args(ns: str, params: dict) -> list[str]:
 
 
 def _pipeline_params(method: str, model_dir: str | None) -> tuple[dict, dict]:
-    ctl = dict(method=method, autostart=True, converged_error=0.0, input_timeout=10.0,
+    ctl = dict(method=method, autostart=True, converged_translation=0.0, input_timeout=10.0,
                max_linear_speed=2.0, max_angular_speed=6.0)
     enc = {}
     if model_dir:

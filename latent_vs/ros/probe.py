@@ -1,6 +1,6 @@
 """A watching node for the demo, the latency benchmark and the tests: what a user would see
-with `ros2 topic echo` on cmd_twist, the controller's ~/state and ~/error_norm and the
-simulator's camera_pose, plus clients of the controller's services.
+with `ros2 topic echo` on cmd_twist, the controller's ~/state, ~/error_norm and
+~/pose_error_estimate and the simulator's camera_pose, plus clients of the controller's services.
 
 `spin_until(executor, predicate, timeout_s)` is the bounded spin loop used everywhere
 instead of sleeps.
@@ -38,11 +38,14 @@ class Probe(Node):
         self.states: list[str] = []
         self.errors: list[float] = []
         self.error_times: list[float] = []         # monotonic receive times [s]
+        self.estimates: list = []                  # ~/pose_error_estimate messages (PoseStamped)
+        self.estimate_times: list[float] = []      # monotonic receive times [s]
         self.pose: np.ndarray | None = None
         self.poses: list[np.ndarray] = []
         self.create_subscription(TwistStamped if stamped else Twist, "cmd_twist", self._on_twist, COMMAND_QOS)
         self.create_subscription(String, f"{controller}/state", lambda m: self.states.append(m.data), STATE_QOS)
         self.create_subscription(Float32, f"{controller}/error_norm", self._on_error, 10)
+        self.create_subscription(PoseStamped, f"{controller}/pose_error_estimate", self._on_estimate, 10)
         if watch_pose:
             self.create_subscription(PoseStamped, "camera_pose", self._on_pose, LATEST_QOS)
         self.enable_client = self.create_client(SetBool, f"{controller}/enable")
@@ -56,6 +59,10 @@ class Probe(Node):
     def _on_error(self, msg: Float32) -> None:
         self.error_times.append(time.monotonic())
         self.errors.append(msg.data)
+
+    def _on_estimate(self, msg: PoseStamped) -> None:
+        self.estimate_times.append(time.monotonic())
+        self.estimates.append(msg)
 
     def _on_pose(self, msg: PoseStamped) -> None:
         self.pose = msg_to_pose(msg)

@@ -122,7 +122,8 @@ def _record_simulation(path, settings, storage, steps, rate, start_pose, task, s
 def run_metadata(method: str, model_dir: str | None = None, goal_pose: np.ndarray | None = None,
                  **controller) -> dict:
     """custom_data for a BagRecorder of a run: the controller settings (gain, k_neighbors,
-    max_linear_speed, max_angular_speed, converged_error, input_timeout) and the goal pose,
+    max_linear_speed, max_angular_speed, converged_translation, converged_rotation,
+    converged_steps, input_timeout) and the goal pose,
     so that `latent-vs replay` reruns the controller as it was and reproduces its twists.
 
         BagRecorder("demo_recorder", path, custom_data=run_metadata("mlvs", model_dir, **settings))"""
@@ -309,7 +310,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"K of the MLVS KNN interpolation (default {ServoSettings.k_neighbors})")
     sim.add_argument("--max-linear-speed", type=float, default=0.10, help="[m/s] (default 0.10)")
     sim.add_argument("--max-angular-speed", type=float, default=0.50, help="[rad/s] (default 0.50)")
-    sim.add_argument("--converged-error", type=float, default=0.01, help="(default 0.01)")
+    sim.add_argument("--converged-translation", type=float, default=ServoSettings.converged_translation,
+                     metavar="M", help=f"stop when the estimated pose error stays below this [m] and "
+                                       f"--converged-rotation (default {ServoSettings.converged_translation})")
+    sim.add_argument("--converged-rotation", type=float, default=ServoSettings.converged_rotation, metavar="DEG",
+                     help=f"[deg] (default {ServoSettings.converged_rotation})")
+    sim.add_argument("--converged-steps", type=int, default=ServoSettings.converged_steps, metavar="N",
+                     help=f"for this many frames in a row (default {ServoSettings.converged_steps})")
     sim.add_argument("--steps", type=int, default=150, help="frames (default 150)")
     sim.add_argument("--rate", type=float, default=10.0, help="camera rate [Hz] (default 10)")
     sim.add_argument("--task", type=int, default=0, help="index of the benchmark task to start from (default 0)")
@@ -329,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"--size must be at least 16 px, got {a.size}")
         s = ServoSettings(method=a.method, model_dir=a.model, gain=a.gain, k_neighbors=a.k_neighbors,
                           max_linear_speed=a.max_linear_speed, max_angular_speed=a.max_angular_speed,
-                          converged_error=a.converged_error)
+                          converged_translation=a.converged_translation,
+                          converged_rotation=a.converged_rotation, converged_steps=a.converged_steps)
         out = record_simulation(a.path, s, a.storage, a.steps, a.rate, task=a.task, seed=a.seed,
                                 size=a.size, encoding=a.encoding, progress=True)
         print(f"wrote {out['path']}: {out['frames']} frames, {out['published']} twists, final state "

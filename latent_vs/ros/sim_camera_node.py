@@ -10,7 +10,8 @@ with the same stamp. The twist acts on the command frame, which holds the camera
 `hand_eye` (the controller's parameter of the same name; identity: the twist is the
 camera's). Start pose: the seeded look-at/look-from task `seed` (latent_vs.tasks), or
 `start_pose` when seed < 0. With `publish_goal_image`, the view from the scene's desired
-pose is published on `goal_image` to every new subscriber (the controller's goal).
+pose is published on `goal_image` to every new subscriber (the controller's goal), perturbed
+like the benchmark's I* (lighting change, occlusions) when `goal_perturbation_seed` >= 0.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from sensor_msgs.msg import Image
 from .. import geometry
 from ..camera import Camera, default_camera
 from ..errors import UserError
-from ..scene import Scene, SceneConfig, goal_pose
+from ..scene import Scene, SceneConfig, goal_pose, perturb_goal
 from ..tasks import sample_tasks
 from .convert import (COMMAND_QOS, GOAL_QOS, SENSOR_QOS, STREAM_PUB_QOS, array_to_image_msg, msg_to_twist,
                       pose_to_msg)
@@ -64,6 +65,9 @@ PARAMETERS = {
     "scene_frame": ("scene", ParameterDescriptor(read_only=True, description="frame_id of camera_pose")),
     "publish_goal_image": (True, ParameterDescriptor(read_only=True, description=(
         "publish the view from the desired pose on goal_image to each new subscriber"))),
+    "goal_perturbation_seed": (-1, ParameterDescriptor(read_only=True, description=(
+        "perturb the published goal view with the benchmark's lighting change and occlusions "
+        "(scene.perturb_goal), seeded by this; -1: the clean view"))),
 }
 
 
@@ -99,6 +103,8 @@ class SimCameraNode(Node):
         self.create_timer(self.dt, self.on_tick)
         if p["publish_goal_image"]:
             self.goal_image = self.scene.render(self.goal_pose)
+            if p["goal_perturbation_seed"] >= 0:
+                self.goal_image = perturb_goal(self.goal_image, np.random.default_rng(p["goal_perturbation_seed"]))
             self.goal_pub = self.create_publisher(Image, "goal_image", GOAL_QOS)
             self._goal_subscribers = 0
             self.create_timer(0.1, self.on_goal_timer)
