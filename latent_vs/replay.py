@@ -55,8 +55,8 @@ class ServoSettings:
     k_neighbors: int | None = 50
     max_linear_speed: float = 0.10         # [m/s]
     max_angular_speed: float = 0.50        # [rad/s]
-    converged_translation: float = 0.001   # [m]
-    converged_rotation: float = 0.1        # [deg]
+    converged_translation: float = 0.0002  # [m]
+    converged_rotation: float = 0.02       # [deg]
     converged_steps: int = 5
     input_timeout: float = 0.5             # [s]
     hand_eye: tuple = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)   # camera pose in the command frame: x y z [m] r p y [rad]
@@ -642,8 +642,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-angular-speed", type=float, help="[rad/s]")
     g.add_argument("--converged-translation", type=float, metavar="M",
                    help="the controller stops when its estimated translation error [m] and rotation error stay "
-                        "below the bounds for --converged-steps images (default: the run's, else 0.001)")
-    g.add_argument("--converged-rotation", type=float, metavar="DEG", help="[deg] (default: the run's, else 0.1)")
+                        "below the bounds for --converged-steps images (default: the run's, else 0.0002)")
+    g.add_argument("--converged-rotation", type=float, metavar="DEG", help="[deg] (default: the run's, else 0.02)")
     g.add_argument("--converged-steps", type=int, metavar="N", help="(default: the run's, else 5)")
     g.add_argument("--hand-eye", type=float, nargs=6, metavar=("X", "Y", "Z", "R", "P", "Y"),
                    help="camera pose in the command frame (as the controller's hand_eye parameter)")

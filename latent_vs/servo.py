@@ -1,8 +1,8 @@
 """The servo controller's brain, free of ROS: the controller node, the demo and the offline
 replay (latent_vs.replay) all run this one class.
 
-    ctl = ServoController(law, Limits(0.1, 0.5), input_timeout=0.5, converged_translation=0.001,
-                          converged_rotation=0.1, converged_steps=5, hand_eye=np.eye(4))
+    ctl = ServoController(law, Limits(0.1, 0.5), input_timeout=0.5, converged_translation=0.0002,
+                          converged_rotation=0.02, converged_steps=5, hand_eye=np.eye(4))
     ctl.set_goal_latent(z_goal)                 # or set_goal(goal measurement)
     twist, state = ctl.update(z, stamp_s, now_s)  # on every input
     twist, state = ctl.tick(now_s)              # on a timer, for staleness
@@ -244,7 +244,7 @@ class ServoController:
     """Safety state machine around a MeasurementLaw (see the module docstring)."""
 
     def __init__(self, law, limits: Limits = Limits(), input_timeout: float = 0.5,
-                 converged_translation: float = 0.001, converged_rotation: float = 0.1,
+                 converged_translation: float = 0.0002, converged_rotation: float = 0.02,
                  converged_steps: int = 5, hand_eye: np.ndarray | None = None, enabled: bool = True):
         """converged_translation [m], converged_rotation [deg]: bounds on the estimated pose
         error that must hold for converged_steps [count] consecutive inputs."""

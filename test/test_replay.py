@@ -185,7 +185,7 @@ def test_an_older_bag_with_converged_error_replays_with_one_warning(tmp_path, ca
     lines = [line for line in err.strip().splitlines() if line]
     assert len(lines) == 1 and "converged_error" in lines[0] and "warning" in lines[0], err
     s = json.loads((tmp_path / "o" / "summary.json").read_text())
-    assert s["images"] == 3 and s["settings"]["converged_translation"] == 0.001
+    assert s["images"] == 3 and s["settings"]["converged_translation"] == 0.0002
 
 
 def test_image_topic_option_and_encoding_override(tmp_path, capsys):

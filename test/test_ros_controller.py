@@ -155,7 +155,7 @@ def test_parameter_validation(ex):
     assert "/nonexistent/goal.png" in res.reason
     ctl = n["ctl"]
     assert ctl.ctl.limits.max_linear_speed == 0.1 and ctl.get_parameter("method").value == "dvs"
-    assert (ctl.ctl.converged_translation, ctl.ctl.converged_rotation, ctl.ctl.converged_steps) == (0.001, 0.1, 5)
+    assert (ctl.ctl.converged_translation, ctl.ctl.converged_rotation, ctl.ctl.converged_steps) == (0.0002, 0.02, 5)
     ok = _set_params(ex, probe, {"gain": 2.0, "max_angular_speed": 0.3, "converged_translation": 0.002,
                                  "converged_rotation": 0.2, "converged_steps": 3,
                                  "hand_eye": [0.0, 0.0, 0.1, 0.0, 0.0, 0.0]})
@@ -193,7 +193,7 @@ def test_stale_input_sends_one_zero_twist(ex):
 
 
 def test_pose_error_estimate_is_published_and_converged_needs_steps_in_a_row(ex, capfd):
-    n = start(ex, ctl=dict(PBVS, converged_steps=3))
+    n = start(ex, ctl=dict(PBVS, converged_steps=3, converged_translation=0.001, converged_rotation=0.1))
     probe = n["probe"]
     pub = probe.create_publisher(PoseStamped, "camera_pose", 10)
     assert spin_until(ex, lambda: pub.get_subscription_count() > 0, 5.0)

@@ -71,7 +71,7 @@ def test_verdict_believes_converged_only_when_the_true_error_agrees():
     ok, line = verdict(r, 60)
     assert ok and line.startswith("mlvs converged") and "2.00 mm, 0.200°" in line and "0.90 mm" in line
     ok, line = verdict({**r, "t_end_m": 0.013}, 60)                 # the estimate is off by 14x
-    assert not ok and line.startswith("mlvs FAILED") and "beyond 5x its bounds (5 mm, 0.5°)" in line
+    assert not ok and line.startswith("mlvs FAILED") and "beyond 10x its bounds (10 mm, 1°)" in line
     ok, line = verdict({**r, "converged": False, "state": "servoing"}, 60)
     assert not ok and line.startswith("mlvs did NOT converge within 60 s (controller state servoing)")
 

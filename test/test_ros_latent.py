@@ -168,11 +168,11 @@ def test_nan_latent_is_a_fault_and_the_controller_recovers(ex, model, capfd):
 def test_mlvs_pose_error_estimate_carries_the_image_stamp(ex, model):
     ctl, probe, pub, z = _latent_rig(ex, model)
     stamp = probe.get_clock().now().to_msg()
-    stamp.nanosec = 123_456_789
+    stamp.nanosec = (stamp.nanosec // 1000) * 1000 + 789      # an exact stamp, fresh (not stale)
     pub.publish(latent_to_msg(z, stamp))
     assert spin_until(ex, lambda: probe.estimates, 5.0)
     msg = probe.estimates[-1]
-    assert (msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id) == (stamp.sec, 123_456_789, "goal")
+    assert (msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id) == (stamp.sec, stamp.nanosec, "goal")
     T = geometry.pose_to_matrix(ctl.law.pose_error(z))          # the law's estimate for this latent
     np.testing.assert_allclose(msg_to_pose(msg), T, atol=1e-9)
 

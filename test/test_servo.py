@@ -261,7 +261,7 @@ def test_image_estimate_is_the_gauss_newton_step_and_the_law_steps_once_per_inpu
 # ---------------------------------------------------------------- converged on rendered runs
 
 RENDERED_TASKS, RENDERED_ITERS, RENDERED_DT = 6, 600, 0.1   # 60 s of servoing at 10 Hz per task
-TRUE_FACTOR = 5.0
+TRUE_FACTOR = 10.0   # measured 3-5x with the shipped model (docs/training.md): an order of magnitude
 
 
 def _rendered_runs(law, tasks, iters, dt):
@@ -293,8 +293,8 @@ def _rendered_runs(law, tasks, iters, dt):
 @pytest.mark.skipif(not os.path.isfile(os.path.join(paths.model_dir("default"), "meta.json")),
                     reason="no models/default")
 def test_converged_on_rendered_runs_means_the_true_pose_error_is_small():
-    """Whenever the controller says converged (its estimate below 1 mm and 0.1° for 5 inputs),
-    the TRUE pose error must be within 5x those bounds. Must hold for any model: tasks that do
+    """Whenever the controller says converged (its estimate below 0.2 mm and 0.02° for 5 inputs),
+    the TRUE pose error must be within 10x those bounds. Must hold for any model: tasks that do
     not converge within the cap are fine, a `converged` the true pose belies is not."""
     from latent_vs.control import mlvs
     law = mlvs.make(gain=1.0)                       # models/default, K = 50, the node's gain

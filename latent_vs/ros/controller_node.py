@@ -79,10 +79,10 @@ PARAMETERS = {
     "max_linear_speed": (0.10, _float("limit on ‖v‖ [m/s]; the whole twist is scaled to keep its direction", 0.0, 2.0)),
     "max_angular_speed": (0.50, _float("limit on ‖ω‖ [rad/s]; the whole twist is scaled to keep its direction", 0.0, 6.3)),
     "input_timeout": (0.5, _float("input older than this (capture stamp) stops the arm [s]", 0.0, 10.0)),
-    "converged_translation": (0.001, _float(
+    "converged_translation": (0.0002, _float(
         "converged (the arm stops) when the estimated translation error stays below this [m] "
         "(and the rotation below converged_rotation) for converged_steps inputs; 0: never", 0.0, 1.0)),
-    "converged_rotation": (0.1, _float(
+    "converged_rotation": (0.02, _float(
         "converged when the estimated rotation error stays below this [deg] (and the translation "
         "below converged_translation) for converged_steps inputs; 0: never", 0.0, 180.0)),
     "converged_steps": (5, ParameterDescriptor(description=(

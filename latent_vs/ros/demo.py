@@ -17,7 +17,7 @@ TRUE end error (the simulator's ground-truth camera_pose against the goal, mm an
 the controller's final state, and writes a plot (true and estimated pose error, twist over
 time, 3-D trajectory) and a summary JSON under --out. Exit status 0 when the controller
 reported `converged` (its pose error estimate stayed below converged_translation and
-converged_rotation) and the true end error is within 5x those bounds; 1 when it did not
+converged_rotation) and the true end error is within 10x those bounds; 1 when it did not
 converge within --max-time, or converged on an estimate the true end error belies.
 
 All nodes live in the namespace /latent_vs_demo_<pid> and discovery stays on this host
@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "in one process. The camera starts at a seeded look-at/look-from task (tens of cm and degrees "
                     "from the goal) and servos to the goal view with MLVS (the learned method) and the shipped "
                     "model; --method pbvs runs the PBVS baseline on the simulator's true pose instead. Prints the "
-                    "true end error; exit 0 when the controller reported converged (and the true end error is within 5x "
+                    "true end error; exit 0 when the controller reported converged (and the true end error is within 10x "
                     "its bounds), 1 otherwise.")
     p.add_argument("--model", default=None, help="model directory or name under models/ (default: models/default)")
     p.add_argument("--method", choices=("mlvs", "pbvs", "dvs"), default="mlvs",
@@ -89,9 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gain", type=float, default=None, help="controller gain [1/s] (default: per method)")
     p.add_argument("--converged-translation", type=float, default=None, metavar="M",
                    help="converged when the controller's estimated pose error stays below this [m] and "
-                        "--converged-rotation (default: config/sim.yaml, 0.001)")
+                        "--converged-rotation (default: config/sim.yaml, 0.0002)")
     p.add_argument("--converged-rotation", type=float, default=None, metavar="DEG",
-                   help="[deg] (default: config/sim.yaml, 0.1)")
+                   help="[deg] (default: config/sim.yaml, 0.02)")
     p.add_argument("--out", default="demo_output", help="directory for demo.png and demo.json (default demo_output)")
     p.add_argument("--record", default=None, metavar="BAG", help="also record the run's topics to this bag (MCAP)")
     p.add_argument("--no-plot", action="store_true", help="skip the plot")
@@ -141,8 +141,10 @@ def main(argv=None) -> int:
     return 0 if ok else 1
 
 
-# the controller's `converged` is believed when the TRUE end error is within this many times its bounds
-TRUE_ERROR_FACTOR = 5.0
+# the controller's `converged` is believed when the TRUE end error is within this many times its
+# bounds: near the goal the shipped model's estimate reads 3-5x low along the direction where the
+# image changes least (x translation against y rotation; docs/training.md), so 10x
+TRUE_ERROR_FACTOR = 10.0
 
 
 def verdict(r: dict, max_time: float) -> tuple[bool, str]:
