@@ -103,19 +103,23 @@ def latent_to_msg(z: np.ndarray, stamp, frame_id: str = "") -> Float32MultiArray
     return msg
 
 
+def _label(msg: Float32MultiArray):
+    """The match of a latent's label (stamp sec, nanosec, frame), or None when unlabelled."""
+    return _LABEL.search(msg.layout.dim[0].label) if msg.layout.dim else None
+
+
 def msg_to_latent(msg: Float32MultiArray) -> tuple[np.ndarray, float | None, str]:
     """-> (z (D,) float32, capture stamp [s] or None when unlabelled, frame_id)."""
     z = np.asarray(msg.data, dtype=np.float32)
-    if msg.layout.dim:
-        m = _LABEL.search(msg.layout.dim[0].label)
-        if m:
-            return z, int(m.group(1)) + int(m.group(2)) * 1e-9, m.group(3) or ""
+    m = _label(msg)
+    if m:
+        return z, int(m.group(1)) + int(m.group(2)) * 1e-9, m.group(3) or ""
     return z, None, ""
 
 
 def latent_stamp(msg: Float32MultiArray):
     """The capture stamp in a latent's label as builtin_interfaces/Time (exact), or None."""
-    m = _LABEL.search(msg.layout.dim[0].label) if msg.layout.dim else None
+    m = _label(msg)
     return Time(sec=int(m.group(1)), nanosec=int(m.group(2))) if m else None
 
 
