@@ -80,14 +80,15 @@ def test_node_config_parameters_are_declared_and_valid(path):
     doc = yaml.safe_load(open(path))
     assert doc
     for key, body in doc.items():
-        assert key.startswith("/") and list(body) == ["ros__parameters"], key
+        # /**/<node>: the file applies under any namespace (an absolute /<node> would not)
+        assert key.startswith("/**/") and list(body) == ["ros__parameters"], key
         node = key.strip("/").split("/")[-1]
         assert node in DECLARED, f"{path}: unknown node {key}"
         for name, value in body["ros__parameters"].items():
             assert name in DECLARED[node], f"{path}: {node} declares no parameter '{name}'"
             _check_value(node, name, value)
-    if "controller" in [k.strip("/") for k in doc]:
-        ctl = doc["/controller"]["ros__parameters"]
+    if "/**/controller" in doc:
+        ctl = doc["/**/controller"]["ros__parameters"]
         assert controller_node.ControllerNode._check(ctl) is None
 
 
