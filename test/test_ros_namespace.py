@@ -92,6 +92,31 @@ def test_servo_yaml_applies_under_a_namespace(procs):
         rclpy.shutdown()
 
 
+def test_servo_launch_with_namespace_over_dds(procs, tmp_path):
+    """servo.launch.py namespace:=/arm1 (evaluated by test/launch_eval.py into the commands
+    ros2 launch runs): the nodes come up in /arm1 with servo.yaml's values and the arguments."""
+    from launch_eval import command_line, evaluate
+    got = evaluate(os.path.join(ROOT, "launch", "servo.launch.py"), namespace="arm1", log_level="warn",
+                   command_frame="flange", hand_eye="[0.0, 0.0, 0.05, 0.0, 0.0, 0.0]")
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    for n in got.nodes:
+        procs.append(subprocess.Popen(command_line(n, str(tmp_path)), cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    rclpy.init()
+    try:
+        node = rclpy.create_node("launch_probe")
+        try:
+            got = get_parameters(node, f"{NS}/controller/get_parameters",
+                                 ["max_linear_speed", "gain", "command_frame", "hand_eye", "use_sim_time"])
+            assert got == {"max_linear_speed": 0.05, "gain": 0.5, "command_frame": "flange",
+                           "hand_eye": [0.0, 0.0, 0.05, 0.0, 0.0, 0.0], "use_sim_time": False}
+            assert get_parameters(node, f"{NS}/encoder/get_parameters", ["threads"]) == {"threads": 1}
+        finally:
+            node.destroy_node()
+    finally:
+        rclpy.shutdown()
+
+
 def test_sim_yaml_applies_under_a_namespace_in_process():
     """sim.yaml's gain (3.0, not the default 0.5) and limits reach a namespaced controller."""
     from latent_vs.ros.controller_node import ControllerNode
