@@ -26,7 +26,7 @@ setup(
         (share, ["package.xml"]),
         (os.path.join(share, "launch"), glob("launch/*.launch.py")),
         (os.path.join(share, "config"), glob("config/*.yaml") + glob("config/*.pt")),
-    ] + tree("models", share),
+    ] + tree("models", share) + tree("worlds", share),
     install_requires=["setuptools"],
     zip_safe=False,
     maintainer="latent_vs maintainers",

@@ -10,7 +10,7 @@ PY=${PYTHON:-python3}
 ros_mode=wheels
 if [ -n "${ROS_DISTRO:-}" ] && [ -d "/opt/ros/${ROS_DISTRO}" ]; then ros_mode=system; fi
 key=$( (cat requirements.txt requirements-ros.txt setup.py package.xml; echo "$ros_mode"; \
-        git ls-files -s latent_vs launch config models 2>/dev/null || find latent_vs launch config models -type f -newer setup.py) | sha1sum | cut -c1-16)
+        git ls-files -s latent_vs launch config models worlds 2>/dev/null || find latent_vs launch config models worlds -type f -newer setup.py) | sha1sum | cut -c1-16)
 stamp="$VENV/.latent_vs_stamp"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$key" ]; then exit 0; fi
 if [ ! -x "$VENV/bin/python" ]; then
@@ -27,5 +27,15 @@ quiet "${pip[@]}" --no-deps --no-build-isolation --force-reinstall . >/dev/null
 # `ros2 run latent_vs <node>` looks in <prefix>/lib/latent_vs (pip puts scripts in bin/)
 mkdir -p "$VENV/lib/latent_vs"
 for exe in encoder_node controller_node sim_camera_node; do ln -sf "../../bin/$exe" "$VENV/lib/latent_vs/$exe"; done
+# `ign sdf -k` checks worlds/poster.sdf in the tests (Gazebo itself is not packaged for Debian
+# 12). Installed with apt-get when running as root; otherwise that one test is skipped.
+if ! command -v ign >/dev/null 2>&1 && [ -z "${LATENT_VS_NO_APT:-}" ] && command -v apt-get >/dev/null 2>&1 \
+   && [ "$(id -u)" = 0 ]; then
+  echo "[setup] installing ignition-tools + libsdformat-dev (apt-get) for the SDF world check"
+  apt_install() { DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -q --no-install-recommends \
+                  ignition-tools libsdformat-dev >/dev/null 2>&1; }
+  apt_install || { timeout 300 apt-get update -q >/dev/null 2>&1 && apt_install; } \
+    || echo "[setup] could not install ignition-tools: the SDF world check will be skipped"
+fi
 echo "$key" > "$stamp"
 echo "[setup] ready: $VENV"
