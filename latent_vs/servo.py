@@ -8,16 +8,18 @@ replay (latent_vs.replay) all run this one class.
     twist, state = ctl.tick(now_s)              # on a timer, for staleness
 
 `twist` is (6,) = (v [m/s], ω [rad/s]) in the command frame, or None: publish nothing.
-States: idle (disabled or no goal), servoing, converged, stale, fault. Entering any state
-other than servoing returns ONE zero twist, then None until servoing resumes:
+States: idle (disabled), no_goal (enabled, no goal: none yet or cleared), servoing,
+converged, stale, fault. Entering any state other than servoing returns ONE zero twist, then
+None until servoing resumes:
   * converged: the law's estimate of the camera's pose error was below
     `converged_translation` [m] and `converged_rotation` [deg] for `converged_steps`
     consecutive inputs; latched until a new goal is set or the controller is re-enabled (the
     arm stays still even if the error grows again);
   * stale: the input was older than `input_timeout` when it arrived, or no input came for
-    `input_timeout` (tick); servoing resumes with the next fresh input;
-  * fault: a bad input (NaN/inf, wrong shape) or a non-finite control output; servoing
-    resumes with the next good input. `event` holds one line saying why, for the log.
+    `input_timeout` (tick; also right after enabling); servoing resumes with the next fresh input;
+  * fault: a bad input (NaN/inf, wrong shape, a latent far outside the model's range, a
+    capture stamp more than `future_tolerance` ahead) or a non-finite control output;
+    servoing resumes with the next good input. `event` holds one line saying why, for the log.
 A twist is never beyond the limits (safety.limit_twist scales it as a whole).
 
 A control law reaches the controller as a MeasurementLaw: LatentLaw (MLVS on latents z),
@@ -33,10 +35,11 @@ import numpy as np
 
 from . import geometry
 from .imageconv import fit_image
-from .safety import ZERO_TWIST, Limits, input_problem, is_stale, limit_twist
+from .safety import (LATENT_NORM_MARGIN, ZERO_TWIST, Limits, future_problem, input_problem, is_stale,
+                     latent_norm_problem, limit_twist, setting_problem)
 
-IDLE, SERVOING, CONVERGED, STALE, FAULT = "idle", "servoing", "converged", "stale", "fault"
-STATES = (IDLE, SERVOING, CONVERGED, STALE, FAULT)
+IDLE, NO_GOAL, SERVOING, CONVERGED, STALE, FAULT = "idle", "no_goal", "servoing", "converged", "stale", "fault"
+STATES = (IDLE, NO_GOAL, SERVOING, CONVERGED, STALE, FAULT)
 METHODS = ("mlvs", "pbvs", "dvs")
 _ONE = np.array([0])
 
@@ -81,9 +84,25 @@ class LatentLaw(MeasurementLaw):
         self.latent_dim = int(mlvs.model.latent_dim) if getattr(mlvs, "model", None) is not None else None
         self.z_goal = None
         self.goal_estimate = None   # z*'s estimated pose (4, 4), in φ's goal frame (as Δr)
+        self.norm_bound, self.norm_bound_source = self._norm_bound()
+
+    def _norm_bound(self) -> tuple[float | None, str]:
+        """The largest acceptable ‖z‖: meta.json's latent_norm.bound (recorded in training),
+        else LATENT_NORM_MARGIN x the largest ‖φ(r)‖ over the pose bank."""
+        model = getattr(self.law, "model", None)
+        rec = (getattr(model, "meta", None) or {}).get("latent_norm") or {}
+        if isinstance(rec.get("bound"), (int, float)) and rec["bound"] > 0:
+            return float(rec["bound"]), "meta.json"
+        bank = getattr(self.law, "bank", None)
+        if model is not None and bank is not None and len(getattr(bank, "poses", ())):
+            poses = np.asarray(bank.poses)[:: max(1, len(bank.poses) // 4096)]
+            z = model.embed_poses(poses)
+            return LATENT_NORM_MARGIN * float(np.linalg.norm(z, axis=1).max()), "pose bank (no latent_norm in meta.json)"
+        return None, "none"
 
     def problem(self, y):
-        return input_problem(y, None if self.latent_dim is None else (self.latent_dim,))
+        return (input_problem(y, None if self.latent_dim is None else (self.latent_dim,))
+                or latent_norm_problem(y, self.norm_bound))
 
     def warm_up(self, calls: int = 3) -> None:
         """Run the law a few times on φ's own latents, so that TorchScript's and functorch's
@@ -245,24 +264,31 @@ class ServoController:
 
     def __init__(self, law, limits: Limits = Limits(), input_timeout: float = 0.5,
                  converged_translation: float = 0.0002, converged_rotation: float = 0.02,
-                 converged_steps: int = 5, hand_eye: np.ndarray | None = None, enabled: bool = True):
+                 converged_steps: int = 5, hand_eye: np.ndarray | None = None, enabled: bool = True,
+                 future_tolerance: float = 0.1):
         """converged_translation [m], converged_rotation [deg]: bounds on the estimated pose
-        error that must hold for converged_steps [count] consecutive inputs."""
+        error that must hold for converged_steps [count] consecutive inputs; an input stamped
+        more than future_tolerance [s] ahead of now is refused (fault)."""
         self.law = as_measurement_law(law)
         self.limits = limits
         if not (input_timeout > 0):
             raise ValueError(f"input_timeout must be positive, got {input_timeout}")
         self.input_timeout = float(input_timeout)
+        why = setting_problem("future_tolerance", future_tolerance)
+        if why:
+            raise ValueError(why)
+        self.future_tolerance = float(future_tolerance)
         self.set_convergence(converged_translation, converged_rotation, converged_steps)
         self.set_hand_eye(np.eye(4) if hand_eye is None else hand_eye)
         self.enabled = bool(enabled)
         self.has_goal = False
         self._goal = None
-        self.state = IDLE
+        self.state = IDLE if not self.enabled else NO_GOAL
         self.error_norm = float("nan")
         self.pose_error = np.full(6, np.nan)  # the law's estimated pose error for the last input
         self.small_steps = 0                  # consecutive inputs with a pose error within the bounds
         self.last_stamp: float | None = None  # capture time of the last input used [s]
+        self.waiting_since: float | None = None  # servoing with no input yet: since when [s] (tick's clock)
         self.last_scale = 1.0                 # limit scaling of the last twist (1: within limits)
         self.event: str | None = None         # one line for the log when the state changes
 
@@ -283,6 +309,8 @@ class ServoController:
         T = np.asarray(cmd_T_cam, dtype=float)
         if T.shape != (4, 4) or not np.all(np.isfinite(T)):
             raise ValueError("hand_eye must be a finite 4x4 transform")
+        if np.max(np.abs(T[:3, 3])) > 10.0:
+            raise ValueError(f"hand_eye translation {T[:3, 3].tolist()} beyond 10 m")
         R = T[:3, :3]
         if not np.allclose(R.T @ R, np.eye(3), atol=1e-6) or np.linalg.det(R) < 0:
             raise ValueError("hand_eye rotation is not a rotation matrix")
@@ -299,10 +327,19 @@ class ServoController:
         self._goal = goal.copy()
         self.has_goal = True
         self.small_steps = 0
-        if self.state == CONVERGED:
+        if self.state in (CONVERGED, NO_GOAL):
             self.state = SERVOING if self.enabled else IDLE
+            self.last_stamp, self.waiting_since = None, None
 
     set_goal_latent = set_goal
+
+    def clear_goal(self):
+        """Forget the goal: one zero twist when the arm may be moving. Returns (twist | None, state)."""
+        self.has_goal, self._goal, self.small_steps = False, None, 0
+        if not self.enabled:
+            self.event, self.state = "goal cleared", IDLE
+            return None, IDLE
+        return self._stop(NO_GOAL, "goal cleared: no goal, the arm stays still")
 
     def set_enabled(self, enabled: bool):
         """Start/stop servoing; disabling returns one zero twist. Returns (twist | None, state)."""
@@ -312,8 +349,8 @@ class ServoController:
             self.state = IDLE
             return ZERO_TWIST.copy(), IDLE
         self.event = "enabled"
-        self.state = IDLE if not self.has_goal else SERVOING
-        self.last_stamp = None
+        self.state = NO_GOAL if not self.has_goal else SERVOING
+        self.last_stamp, self.waiting_since = None, None
         self.small_steps = 0
         return None, self.state
 
@@ -345,9 +382,11 @@ class ServoController:
         (None: no staleness check). Returns (twist in the command frame | None, state)."""
         self.event = None
         if not self.enabled or not self.has_goal:
-            self.state = IDLE
-            return None, IDLE
+            self.state = IDLE if not self.enabled else NO_GOAL
+            return None, self.state
         why = self.law.problem(y)
+        if why is None and stamp_s is not None and now_s is not None:
+            why = future_problem(stamp_s, now_s, self.future_tolerance)
         if why:
             return self._stop(FAULT, f"bad input: {why}")
         if stamp_s is not None and now_s is not None and is_stale(stamp_s, now_s, self.input_timeout):
@@ -384,13 +423,22 @@ class ServoController:
         (one zero twist) when servoing is on. Returns (twist | None, state)."""
         self.event = None
         if not self.enabled or not self.has_goal:
-            self.state = IDLE
-            return None, IDLE
+            self.state = IDLE if not self.enabled else NO_GOAL
+            return None, self.state
         return self._stop(FAULT, why)
 
     def tick(self, now_s: float):
-        """Staleness check on a timer: no input for input_timeout while servoing -> stale."""
+        """Staleness check on a timer: no input for input_timeout while servoing -> stale
+        (also when none came at all since servoing started: counted from the first tick)."""
         self.event = None
-        if self.state == SERVOING and self.last_stamp is not None and is_stale(self.last_stamp, now_s, self.input_timeout):
+        if self.state != SERVOING:
+            return None, self.state
+        if self.last_stamp is None:
+            if self.waiting_since is None or now_s < self.waiting_since:
+                self.waiting_since = now_s
+            if is_stale(self.waiting_since, now_s, self.input_timeout):
+                return self._stop(STALE, f"no input received within input_timeout ({self.input_timeout} s) "
+                                         "after servoing started")
+        elif is_stale(self.last_stamp, now_s, self.input_timeout):
             return self._stop(STALE, f"no input for {now_s - self.last_stamp:.3f} s (input_timeout {self.input_timeout} s)")
         return None, self.state

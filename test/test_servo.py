@@ -15,7 +15,7 @@ from latent_vs.control.pbvs import PBVS
 from latent_vs.posebank import BankConfig, PoseBank
 from latent_vs.safety import Limits
 from latent_vs.scene import Scene, SceneConfig, goal_pose
-from latent_vs.servo import CONVERGED, FAULT, IDLE, SERVOING, STALE, ImageLaw, LatentLaw, ServoController
+from latent_vs.servo import CONVERGED, FAULT, IDLE, NO_GOAL, SERVOING, STALE, ImageLaw, LatentLaw, ServoController
 from latent_vs.tasks import sample_tasks
 
 GOAL = goal_pose(SceneConfig())
@@ -150,9 +150,14 @@ def test_disable_sends_zero_and_then_nothing():
     assert ctl.update(T)[1] == SERVOING
 
 
-def test_no_goal_is_idle():
+def test_no_goal_is_no_goal_and_a_cleared_goal_stops_the_arm():
     ctl = ServoController(PBVS())
-    assert ctl.update(GOAL) == (None, IDLE)
+    assert ctl.update(GOAL) == (None, NO_GOAL)
+    ctl.set_goal(GOAL)
+    assert ctl.update(sample_tasks(1, seed=2)[0])[1] == SERVOING
+    twist, state = ctl.clear_goal()
+    assert state == NO_GOAL and np.array_equal(twist, np.zeros(6))
+    assert ctl.update(GOAL) == (None, NO_GOAL)
 
 
 def test_bad_parameters_are_refused():
