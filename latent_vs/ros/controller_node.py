@@ -9,12 +9,13 @@ Inputs by `method`:
 Output: `cmd_twist`, geometry_msgs/TwistStamped (header.frame_id = command_frame) or
 geometry_msgs/Twist (stamped: false), in command_frame: the camera twist mapped by the
 velocity twist matrix of `hand_eye` (the camera pose in command_frame).
-Goal: parameter `goal_image` (file), topic `goal_image` (sensor_msgs/Image), service
-`~/set_goal_from_current` (std_srvs/Trigger: the newest input becomes the goal).
+Goal: parameter `goal_image` (file; set to "" to clear the goal: state no_goal, zero twist),
+topic `goal_image` (sensor_msgs/Image), service `~/set_goal_from_current` (std_srvs/Trigger:
+the newest input becomes the goal).
 `~/enable` (std_srvs/SetBool) starts/stops servoing (stopping sends one zero twist);
 `autostart` enables at start-up. Diagnostics `~/error_norm` (std_msgs/Float32: the law's
-own error, mlvs: ‖z − z*‖), `~/state` (std_msgs/String: idle, servoing, converged, stale,
-fault; transient local) and `~/pose_error_estimate` (geometry_msgs/PoseStamped, for every
+own error, mlvs: ‖z − z*‖), `~/state` (std_msgs/String: idle, no_goal, servoing, converged,
+stale, fault; transient local) and `~/pose_error_estimate` (geometry_msgs/PoseStamped, for every
 input processed while servoing or converged: the law's estimate of the current camera pose
 seen from the goal camera pose, header.frame_id "goal" (the goal camera frame), header.stamp
 = the input's capture stamp; position = t [m], orientation = the rotation θu as a
@@ -22,8 +23,10 @@ quaternion. mlvs: the pose bank's Gauss–Newton estimates of z and z* compared;
 pose difference; dvs: the Gauss–Newton step −v/λ).
 Converged: the estimate below converged_translation [m] and converged_rotation [deg] for
 converged_steps inputs in a row (logged with the estimate in mm and degrees).
-Safety (latent_vs.servo / latent_vs.safety): limits, input_timeout, faults, converged,
-and a zero twist when the node ends.
+Safety (latent_vs.servo / latent_vs.safety): limits, input_timeout, future_tolerance,
+faults (also a latent far outside the model's range, an image of an absurd size), converged,
+parameters checked on set (a refused SetParameters says why), and a zero twist when the node
+ends (SIGINT or SIGTERM).
 """
 from __future__ import annotations
 
@@ -49,7 +52,7 @@ from std_srvs.srv import SetBool, Trigger  # noqa: E402
 from .. import geometry, paths  # noqa: E402
 from ..errors import UserError  # noqa: E402
 from ..imageconv import read_grey_image  # noqa: E402
-from ..safety import ZERO_TWIST, Limits  # noqa: E402
+from ..safety import ZERO_TWIST, Limits, image_size_problem, settings_problem  # noqa: E402
 from ..servo import METHODS, STATES, ServoController, make_law  # noqa: E402
 from .convert import (COMMAND_QOS, GOAL_QOS, LATEST_QOS, STATE_QOS, image_msg_to_array,  # noqa: E402
                       is_zero_stamp, latent_stamp, msg_to_latent, msg_to_pose, pose_to_msg, stamp_to_s,
@@ -78,7 +81,10 @@ PARAMETERS = {
                                             integer_range=[IntegerRange(from_value=1, to_value=1000, step=1)])),
     "max_linear_speed": (0.10, _float("limit on ‖v‖ [m/s]; the whole twist is scaled to keep its direction", 0.0, 2.0)),
     "max_angular_speed": (0.50, _float("limit on ‖ω‖ [rad/s]; the whole twist is scaled to keep its direction", 0.0, 6.3)),
-    "input_timeout": (0.5, _float("input older than this (capture stamp) stops the arm [s]", 0.0, 10.0)),
+    "input_timeout": (0.5, _float("input older than this (capture stamp), or none for this long, stops the arm [s]",
+                                  0.0, 10.0)),
+    "future_tolerance": (0.1, _float("input stamped further than this ahead of the controller's clock is "
+                                     "refused (fault) [s]", 0.0, 10.0)),
     "converged_translation": (0.0002, _float(
         "converged (the arm stops) when the estimated translation error stays below this [m] "
         "(and the rotation below converged_rotation) for converged_steps inputs; 0: never", 0.0, 1.0)),
@@ -123,7 +129,8 @@ class ControllerNode(Node):
                                    input_timeout=p["input_timeout"],
                                    converged_translation=p["converged_translation"],
                                    converged_rotation=p["converged_rotation"], converged_steps=p["converged_steps"],
-                                   hand_eye=geometry.rpy_to_matrix(*p["hand_eye"]), enabled=p["autostart"])
+                                   hand_eye=geometry.rpy_to_matrix(*p["hand_eye"]), enabled=p["autostart"],
+                                   future_tolerance=p["future_tolerance"])
         self.law = self.ctl.law
         if hasattr(self.law, "warm_up"):
             self.law.warm_up()
@@ -169,28 +176,30 @@ class ControllerNode(Node):
         """Why a set of parameter values is not acceptable (beyond rclpy's range checks)."""
         if "method" in p and p["method"] not in METHODS:
             return f"parameter method must be one of {', '.join(METHODS)}, got '{p['method']}'"
-        for name in ("gain", "max_linear_speed", "max_angular_speed", "input_timeout"):
-            if name in p and not (np.isfinite(p[name]) and p[name] > 0):
-                return f"parameter {name} must be > 0, got {p[name]}"
-        for name in ("converged_translation", "converged_rotation"):
-            if name in p and not (np.isfinite(p[name]) and p[name] >= 0):
-                return f"parameter {name} must be >= 0, got {p[name]}"
-        if "converged_steps" in p and not p["converged_steps"] >= 1:
-            return f"parameter converged_steps must be >= 1, got {p['converged_steps']}"
-        if "hand_eye" in p:
-            he = list(p["hand_eye"])
-            if len(he) != 6 or not all(isinstance(v, (int, float)) and np.isfinite(v) for v in he):
-                return f"parameter hand_eye must be 6 finite numbers (x y z roll pitch yaw), got {he}"
-        return None
+        why = settings_problem(p)
+        return f"parameter {why}" if why else None
 
     def on_set_parameters(self, params) -> SetParametersResult:
         values = {q.name: q.value for q in params}
         why = self._check(values)
-        if why is None and values.get("goal_image"):
-            why = self._set_goal_from_file(values["goal_image"])
+        if why is None:
+            try:
+                why = self._apply(values)
+            except (ValueError, TypeError, ArithmeticError) as e:  # never a crash: a refusal with the reason
+                why = f"{type(e).__name__}: {e}"
         if why:
             self.get_logger().warning(f"parameter change refused: {why}")
             return SetParametersResult(successful=False, reason=why)
+        return SetParametersResult(successful=True)
+
+    def _apply(self, values: dict) -> str | None:
+        if "goal_image" in values:
+            if values["goal_image"]:
+                why = self._set_goal_from_file(values["goal_image"])
+                if why:
+                    return why
+            else:
+                self._emit(self.ctl.clear_goal()[0])
         if "max_linear_speed" in values or "max_angular_speed" in values:
             self.ctl.limits = Limits(values.get("max_linear_speed", self.ctl.limits.max_linear_speed),
                                      values.get("max_angular_speed", self.ctl.limits.max_angular_speed))
@@ -200,6 +209,8 @@ class ControllerNode(Node):
             self._apply_k(values["k_neighbors"])
         if "input_timeout" in values:
             self.ctl.input_timeout = float(values["input_timeout"])
+        if "future_tolerance" in values:
+            self.ctl.future_tolerance = float(values["future_tolerance"])
         if {"converged_translation", "converged_rotation", "converged_steps"} & values.keys():
             c = self.ctl
             c.set_convergence(values.get("converged_translation", c.converged_translation),
@@ -209,7 +220,7 @@ class ControllerNode(Node):
             self.ctl.set_hand_eye(geometry.rpy_to_matrix(*values["hand_eye"]))
         if "command_frame" in values:
             self.command_frame = values["command_frame"]
-        return SetParametersResult(successful=True)
+        return None
 
     def _apply_k(self, k: int) -> None:
         if self.law.kind == "latent":
@@ -218,6 +229,9 @@ class ControllerNode(Node):
     # ------------------------------------------------------------------ goals
     def _goal_from_image(self, img: np.ndarray):
         """A goal measurement from a goal image: z* = ψ(I*) for mlvs, I* for dvs."""
+        why = image_size_problem(*np.shape(img)[:2])
+        if why:
+            raise ValueError(why)
         if self.law.kind == "latent":
             return self.law.law.model.encode(img[None])[0]
         if self.law.kind == "image":
@@ -345,7 +359,7 @@ class ControllerNode(Node):
         if not rclpy.ok(context=self.context):
             return
         self.cmd_pub.publish(twist_to_msg(ZERO_TWIST, self.stamped, self.get_clock().now().to_msg(), self.command_frame))
-        self.cmd_pub.wait_for_all_acked(Duration(seconds=1.0))
+        self.cmd_pub.wait_for_all_acked(Duration(seconds=0.3))
         self.get_logger().info("stopped: zero twist sent")
 
 

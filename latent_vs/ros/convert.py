@@ -12,7 +12,10 @@ label of the array's one dimension:
 accepted and stamped with its arrival time.
 
 QoS. Camera streams (`image`) use the sensor-data profile (best effort); the encoder and
-the controller keep only the newest message (depth 1) so they never work on a backlog.
+the controller keep only the newest message (depth 1) so they never work on a backlog. The
+encoder's image subscription follows its publishers by default (image_sub_qos: reliable when
+they all are), since DDS drops best-effort samples too large for one datagram
+(1920x1080 and up) when a fragment is lost.
 `cmd_twist` is reliable (MoveIt Servo and ros2_control subscribe reliably). Diagnostics are
 reliable; `~/state` is transient-local so a late subscriber sees the current state.
 """
@@ -30,6 +33,7 @@ from std_msgs.msg import Float32MultiArray, MultiArrayDimension
 
 from .. import geometry
 from ..imageconv import SUPPORTED_ENCODINGS, array_to_fields, image_to_array
+from ..safety import image_size_problem
 
 # -------------------------------------------------------------------------------- QoS
 SENSOR_QOS = qos_profile_sensor_data                        # image publishers (like camera drivers)
@@ -41,6 +45,13 @@ COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 GOAL_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
 STATE_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                        durability=DurabilityPolicy.TRANSIENT_LOCAL)
+IMAGE_QOS_CHOICES = ("auto", "reliable", "best_effort")
+
+
+def image_sub_qos(reliable: bool) -> QoSProfile:
+    """An image subscription keeping the newest image only, reliable or best effort."""
+    return QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
+                      reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT)
 
 
 # -------------------------------------------------------------------------------- time
@@ -70,7 +81,11 @@ def image_msg_to_array(msg: Image) -> np.ndarray:
     """sensor_msgs/Image -> uint8 grey (H, W). The supported encodings (mono8, mono16, rgb8,
     bgr8, rgba8, bgra8) go through latent_vs.imageconv, the same code the offline bag tools
     use, so live and replayed runs see the same pixels; other encodings (e.g. yuv422, bayer)
-    go through ROS 2's cv_bridge when it is installed. Raises ValueError naming the problem."""
+    go through ROS 2's cv_bridge when it is installed. Raises ValueError naming the problem
+    (also for a size no camera has: safety.image_size_problem)."""
+    why = image_size_problem(msg.height, msg.width)
+    if why:
+        raise ValueError(why)
     if msg.encoding.lower() in SUPPORTED_ENCODINGS + ("8uc1", "16uc1") or _BRIDGE is None:
         return image_to_array(msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian))
     try:
