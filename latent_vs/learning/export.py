@@ -23,6 +23,8 @@ import datetime
 import io
 import json
 import os
+import pickle
+import re
 import shutil
 import subprocess
 import tempfile
@@ -206,6 +208,27 @@ def load_torchscript(path: str, device: str = "cpu") -> torch.jit.ScriptModule:
     return m.eval()
 
 
+def load_checkpoint_file(path: str, map_location="cpu") -> dict:
+    """A training checkpoint (torch.save of a dict of tensors, numbers, strings, lists), read
+    with weights_only=True: a file that would run code when unpickled (a crafted or foreign
+    pickle) is refused with one line, never executed. UserError naming the file otherwise."""
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: file not found")
+    try:
+        ck = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        m = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        what = f"it references {m.group(1)}" if m else "it holds Python objects beyond weights"
+        raise UserError(f"{path}: refused: {what}, which would run code when loaded; only plain weights "
+                        "files are read (torch.load weights_only=True)") from None
+    except Exception as e:
+        raise UserError(f"{path}: neither a TorchScript model nor a training checkpoint "
+                        f"({type(e).__name__}: {str(e).strip().splitlines()[0][:120] if str(e).strip() else ''})") from None
+    if not isinstance(ck, dict):
+        raise UserError(f"{path}: not a training checkpoint (a {type(ck).__name__}, not a dict)")
+    return ck
+
+
 def read_state(path: str, name: str) -> dict:
     """Weights of network `name` ("psi" or "phi") from an exported TorchScript file or from a
     training run's checkpoint.pt (its modules[name]); UserError naming the file otherwise."""
@@ -213,10 +236,7 @@ def read_state(path: str, name: str) -> dict:
         return {k: v.detach().clone() for k, v in torch.jit.load(path, map_location="cpu").state_dict().items()}
     except Exception:
         pass
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise UserError(f"{path}: neither a TorchScript model nor a training checkpoint ({type(e).__name__})") from None
+    ck = load_checkpoint_file(path)
     if not isinstance(ck, dict) or name not in ck.get("modules", {}):
         raise UserError(f"{path}: training checkpoint without a {name!r} network")
     return ck["modules"][name]

@@ -257,6 +257,19 @@ class MLVSObjective:
                **out_goal}
         return out
 
+    def latent_norm(self, held: dict) -> dict:
+        """meta.json's latent_norm: ‖z‖ over ψ of the held-out images (clean and perturbed) and
+        φ of their poses; the controller refuses latents beyond its bound (safety.py)."""
+        from ..safety import latent_norm_record
+        for m in (self.psi, self.phi):
+            m.eval()
+        with torch.no_grad():
+            zs = [self._encode(held["clean"]), self._encode(held["perturbed"]), self.phi(held["r"]).float()]
+        for m in (self.psi, self.phi):
+            m.train()
+        return latent_norm_record(*(z.cpu().numpy() for z in zs),
+                                  source=f"ψ of {len(held['r'])} held-out images (clean and perturbed) and φ of their poses")
+
     # ------------------------------------------------------------------ export
     def export(self, out_dir: str, meta: dict) -> None:
         from .export import export_model

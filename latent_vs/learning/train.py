@@ -313,10 +313,8 @@ class Trainer:
         _atomic_torch_save(self.state(step, elapsed, extra), self.ckpt_path)
 
     def load_checkpoint(self) -> dict:
-        try:
-            ck = torch.load(self.ckpt_path, map_location=self.ctx.device, weights_only=False)
-        except Exception as e:
-            raise UserError(f"{self.ckpt_path}: cannot read checkpoint ({e})") from None
+        from .export import load_checkpoint_file
+        ck = load_checkpoint_file(self.ckpt_path, map_location=self.ctx.device)
         if ck.get("config", {}).get("kind") != self.cfg.kind:
             raise UserError(f"{self.ckpt_path}: checkpoint is of kind {ck.get('config', {}).get('kind')!r}, "
                             f"config says {self.cfg.kind!r}")
@@ -462,6 +460,8 @@ class Trainer:
         except Exception as e:  # plotting must never lose a trained model
             self.log(f"[warn] loss curves not plotted: {e}")
         meta = self.meta(final, extra, step, train_wall, stop_reason, device)
+        if hasattr(self.objective, "latent_norm"):
+            meta["latent_norm"] = self.objective.latent_norm(self.held_t)
         self.objective.export(self.out_dir, meta)
         self.log(f"[export] {self.out_dir} ({elapsed():.0f} s since start)")
         return meta
