@@ -19,11 +19,18 @@ its publish time. Replay pairs a recorded twist with the image whose latent prec
 Writing is crash-safe: a bag is written inside `PATH.partial/` and moved to PATH only when it
 is closed (metadata.yaml written). Anything called `*.partial` is an interrupted recording;
 readers refuse it with a message that says so.
+
+Damage is found, not replayed: MCAP chunks carry a CRC-32 of their records (the writer fills
+it in on close, as `ros2 bag record` does); the reader checks every chunk's CRC when it opens
+a bag, and reads only the messages logged before the first damaged chunk (`corruption` says
+where it is). A bag without CRCs (written by another tool with them off) is read as it is.
 """
 from __future__ import annotations
 
 import os
 import re
+import struct
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -283,6 +290,9 @@ class BagWriter:
             return self.path
         self.closed = True
         self._writer.close()
+        if self.storage == "mcap":
+            for f in (self.partial / self.path.name).glob("*.mcap"):
+                seal_mcap_crcs(f)
         os.replace(self.partial / self.path.name, self.path)
         self.partial.rmdir()
         return self.path
@@ -299,6 +309,67 @@ class BagWriter:
                 pass
         self.close()
         return False
+
+
+# ---------------------------------------------------------------- MCAP chunk CRCs
+
+_MCAP_MAGIC = b"\x89MCAP0\r\n"
+_OP_CHUNK, _OP_DATA_END = 0x06, 0x0F
+
+
+def _mcap_chunks(path: Path):
+    """(file offset of the CRC field, start_ns, stored CRC, CRC of the records or None when
+    compressed) for each chunk of an MCAP file, in file order; stops at the data end. Raises
+    ValueError on a broken record structure."""
+    with open(path, "rb") as f:
+        if f.read(8) != _MCAP_MAGIC:
+            raise ValueError("no MCAP magic at the start")
+        while True:
+            head = f.read(9)
+            if len(head) < 9:
+                raise ValueError(f"record header cut short at byte {f.tell() - len(head)}")
+            op, length = head[0], struct.unpack("<Q", head[1:])[0]
+            start = f.tell()
+            if op == _OP_DATA_END:
+                return
+            if op != _OP_CHUNK:
+                f.seek(length, os.SEEK_CUR)
+                continue
+            body = f.read(length)
+            if len(body) < length or length < 40:
+                raise ValueError(f"chunk at byte {start} cut short")
+            t0, _t1, _usize, crc, clen = struct.unpack_from("<QQQII", body, 0)
+            comp = body[32:32 + clen]
+            rlen = struct.unpack_from("<Q", body, 32 + clen)[0]
+            records = body[40 + clen:40 + clen + rlen]
+            if len(records) != rlen:
+                raise ValueError(f"chunk at byte {start}: records cut short")
+            yield start + 24, int(t0), int(crc), (zlib.crc32(records) if not comp else None)
+
+
+def seal_mcap_crcs(path: Path) -> int:
+    """Write the CRC-32 of each uncompressed chunk's records into its header (rosbags leaves
+    them 0: "not computed"), so that a reader can tell damaged chunks. Returns the count."""
+    fixes = [(off, actual) for off, _t, crc, actual in _mcap_chunks(path) if actual is not None and crc == 0]
+    with open(path, "r+b") as f:
+        for off, actual in fixes:
+            f.seek(off)
+            f.write(struct.pack("<I", actual))
+    return len(fixes)
+
+
+def mcap_damage(path: Path) -> tuple[int, str] | None:
+    """(log time [ns] from which messages cannot be trusted, one line saying why) for the first
+    chunk whose CRC does not match or whose structure is broken, or None when all is whole."""
+    last_t = 0
+    try:
+        for i, (_off, t0, crc, actual) in enumerate(_mcap_chunks(path)):
+            if crc != 0 and actual is not None and crc != actual:
+                return t0, f"chunk {i} (from {t0} ns) fails its CRC check"
+            last_t = t0
+    except ValueError as e:
+        return last_t + 1, str(e)
+    return None
 
 
 # ---------------------------------------------------------------- reading
@@ -354,6 +425,15 @@ class Bag:
             self._reader.open()
         except Exception as e:  # rosbags raises ReaderError, OSError, apsw and struct errors
             raise BagError(f"cannot read bag {p}: corrupt or truncated ({_one_line(e)})") from None
+        self.corruption: str | None = None   # one line: where the damage is, once found
+        self._damage_ns: int | None = None   # messages logged from here on are not read
+        for f in ([p] if p.is_file() else sorted(p.glob("*.mcap"))):
+            if f.suffix == ".mcap":
+                dmg = mcap_damage(f)
+                if dmg is not None:
+                    self._damage_ns, why = dmg
+                    self.corruption = f"bag {p} is corrupt: {f.name}: {why}"
+                    break
         self.topics: dict[str, TopicInfo] = {}
         for c in self._reader.connections:
             info = self.topics.setdefault(c.topic, TopicInfo(c.topic, c.msgtype, 0))
@@ -415,20 +495,26 @@ class Bag:
         return max(cands, key=lambda t: t.count).name
 
     def messages(self, topics: Iterable[str] = (), start_ns: int | None = None,
-                 stop_ns: int | None = None) -> Iterator[Message]:
-        """Messages of `topics` (all when empty) in log-time order. A read error mid-way
-        becomes a BagError naming the bag."""
+                 stop_ns: int | None = None, stop_at_damage: bool = False) -> Iterator[Message]:
+        """Messages of `topics` (all when empty) in log-time order, none from a damaged chunk
+        on (see `corruption`). A read error mid-way becomes a BagError naming the bag, or with
+        stop_at_damage ends the messages and sets `corruption`."""
         topics = list(topics)
         conns = [self._conns[t] for t in topics if t in self._conns] if topics else []
         if topics and not conns:
             return
+        if self._damage_ns is not None:
+            stop_ns = self._damage_ns if stop_ns is None else min(stop_ns, self._damage_ns)
         try:
             for c, t, raw in self._reader.messages(conns, start=start_ns, stop=stop_ns):
                 yield Message(c.topic, c.msgtype, int(t), bytes(raw))
         except BagError:
             raise
         except Exception as e:
-            raise BagError(f"cannot read bag {self.path}: corrupt or truncated ({_one_line(e)})") from None
+            line = f"cannot read bag {self.path}: corrupt or truncated ({_one_line(e)})"
+            if not stop_at_damage:
+                raise BagError(line) from None
+            self.corruption = self.corruption or line
 
     def decode(self, m: Message):
         """m.msg, with a decoding failure (corrupt CDR) as a BagError."""

@@ -64,13 +64,30 @@ class ServoSettings:
     def to_json(self) -> str:
         return json.dumps(self.__dict__, sort_keys=True)
 
+    def problem(self) -> str | None:
+        """Why these settings cannot run the controller (the node's parameter checks,
+        latent_vs.safety.SETTINGS), or None."""
+        from .safety import settings_problem
+        if self.method not in METHODS:
+            return f"method must be one of {', '.join(METHODS)}, got {self.method!r}"
+        if self.model_dir is not None and not isinstance(self.model_dir, str):
+            return f"model_dir must be a path, got {self.model_dir!r}"
+        values = {k: v for k, v in self.__dict__.items() if k not in ("method", "model_dir")}
+        if values.get("gain") is None:
+            values.pop("gain", None)
+        if values.get("k_neighbors") is None:
+            values.pop("k_neighbors", None)
+        return settings_problem(values)
+
     @classmethod
     def from_json(cls, s: str, warn: bool = True) -> "ServoSettings":
         """Settings stored by a recorder; a bag from before the pose-error stop stores
         converged_error (a latent distance): that key is ignored, with one warning line (warn)."""
         d = json.loads(s)
-        if "hand_eye" in d:
-            d["hand_eye"] = tuple(float(x) for x in d["hand_eye"])
+        if not isinstance(d, dict):
+            raise ValueError(f"not a JSON object: {s[:80]!r}")
+        if isinstance(d.get("hand_eye"), list):
+            d["hand_eye"] = tuple(d["hand_eye"])
         if "converged_error" in d and warn:
             print(f"latent-vs replay: warning: the bag's converged_error ({d['converged_error']}) is no longer a "
                   f"setting; the controller stops on converged_translation/converged_rotation "
@@ -88,6 +105,9 @@ class ServoPipeline:
         from .safety import Limits
         from .servo import ServoController, as_measurement_law, make_law
         self.settings = settings
+        why = settings.problem()
+        if why:
+            raise UserError(f"bad controller settings: {why}")
         try:
             if law is None:
                 self.law = make_law(settings.method, settings.model_dir, settings.gain, settings.k_neighbors)
@@ -202,7 +222,7 @@ def _stamped_table(bag: bags.Bag, topic: str | None, convert) -> tuple[dict, np.
     by_stamp, log_t, values, stamps = {}, [], [], []
     if topic is None:
         return by_stamp, np.zeros(0, np.int64), values, stamps
-    for m in bag.messages([topic]):
+    for m in bag.messages([topic], stop_at_damage=True):
         msg = bag.decode(m)
         try:
             v = convert(msg)
@@ -264,10 +284,15 @@ def _replay_offline(bag_path, settings, goal, goal_time, image_topic, pose_topic
         if RUN_KEY in bag.custom_data:
             try:
                 recorded = ServoSettings.from_json(bag.custom_data[RUN_KEY])
-            except (ValueError, TypeError):
-                recorded = None
+            except (ValueError, TypeError) as e:
+                raise UserError(f"bag {bag.path}: the stored controller settings ({RUN_KEY}) cannot be read: "
+                                f"{bags._one_line(e)}") from None
         if settings is None:
             settings = recorded or ServoSettings()
+            why = settings.problem()
+            if why:
+                raise UserError(f"bag {bag.path}: the stored controller settings are refused: {why} "
+                                "(give the setting as an option, e.g. --gain, to replay anyway)")
         images = _Images(bag, img_topic, encoding)
 
         # small topics first: true poses and recorded twists, matched to images by header stamp
@@ -276,7 +301,7 @@ def _replay_offline(bag_path, settings, goal, goal_time, image_topic, pose_topic
         latent_t = bag.find_topic((bags.LATENT,), "latent", None, prefer="/latent", required=False)
         latents = {}   # image stamp -> (log time, recorded z)
         if latent_t is not None:
-            for m in bag.messages([latent_t]):
+            for m in bag.messages([latent_t], stop_at_damage=True):
                 msg = bag.decode(m)
                 st = bags.latent_stamp_ns(msg)
                 if st is not None and st not in latents:
@@ -293,18 +318,20 @@ def _replay_offline(bag_path, settings, goal, goal_time, image_topic, pose_topic
             if goal_time is not None:
                 target = bag.start_ns + int(goal_time * 1e9)
                 best = None
-                for m in bag.messages([img_topic]):
+                for m in bag.messages([img_topic], stop_at_damage=True):
                     if best is None or abs(m.t_ns - target) < abs(best.t_ns - target):
                         best = m
                 gm, goal_src = best, f"{img_topic} at {(best.t_ns - bag.start_ns) / 1e9:.3f} s"
             elif goal_topics:
-                for m in bag.messages(goal_topics[:1]):
+                for m in bag.messages(goal_topics[:1], stop_at_damage=True):
                     gm = m
                 goal_src = f"{goal_topics[0]} in the bag"
             else:
-                for m in bag.messages([img_topic]):
+                for m in bag.messages([img_topic], stop_at_damage=True):
                     gm = m
                 goal_src = f"last image on {img_topic}"
+            if gm is None:
+                raise bags.BagError(f"{bag.corruption or f'bag {bag.path} is damaged'}; no image could be read before it")
             goal_img, goal_stamp = images.decode(gm, f"goal image ({goal_src})")
             goal_pose = pose_by_stamp.get(goal_stamp)
             if goal_pose is None and gm.topic == img_topic:
@@ -357,7 +384,7 @@ def _replay_offline(bag_path, settings, goal, goal_time, image_topic, pose_topic
             buf.clear()
 
         t_loop = tr = time.perf_counter()
-        for idx, m in enumerate(bag.messages([img_topic])):
+        for idx, m in enumerate(bag.messages([img_topic], stop_at_damage=True)):
             if max_images is not None and idx >= max_images:
                 break
             img, st = images.decode(m, f"image {idx}")
@@ -374,6 +401,9 @@ def _replay_offline(bag_path, settings, goal, goal_time, image_topic, pose_topic
         t_loop = time.perf_counter() - t_loop
         if bar is not None:
             bar.close()
+        corruption = bag.corruption
+    if corruption and not rows:
+        raise bags.BagError(f"{corruption}; no image could be replayed before it")
 
     if pipe.kind == "latent":
         input_log = {st: v[0] for st, v in latents.items()}
@@ -414,6 +444,8 @@ def _replay_offline(bag_path, settings, goal, goal_time, image_topic, pose_topic
             "r_err_deg_first": rows[0]["r_err_deg"], "r_err_deg_last": rows[-1]["r_err_deg"]}
     if tw_vals:
         s["recorded_twists"] = tw_stats
+    if corruption:
+        s["corruption"] = corruption + f" (the {n} images before it were replayed)"
     dz = np.array([r["rec_latent_diff"] for r in rows], float)
     dz = dz[np.isfinite(dz)]
     if dz.size:
@@ -732,6 +764,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"agreement with PBVS on the true pose: median angle {a['angle_deg_median']:.1f}°, "
                   f"{100 * a['fraction_within_45deg']:.0f}% within 45°")
     print(f"wrote {files['csv']}, {files['png']}, {files['summary']}")
+    if s.get("corruption"):
+        raise bags.BagError(f"{s['corruption']}; written to {out}")
     return 0
 
 

@@ -10,7 +10,8 @@ Two sources:
            it needs no DDS, so it is how the tests and CI make bags.
 
 Either way the bag is written under PATH.partial/ and moved to PATH when it is closed
-(Ctrl-C included): an interrupted recording is either a valid bag or a `.partial` directory.
+(Ctrl-C and SIGTERM included: the bag is valid and says in its metadata that the run was
+interrupted); only SIGKILL or a crash leaves a `.partial` directory.
 """
 from __future__ import annotations
 
@@ -338,8 +339,14 @@ def main(argv: list[str] | None = None) -> int:
                           max_linear_speed=a.max_linear_speed, max_angular_speed=a.max_angular_speed,
                           converged_translation=a.converged_translation,
                           converged_rotation=a.converged_rotation, converged_steps=a.converged_steps)
-        out = record_simulation(a.path, s, a.storage, a.steps, a.rate, task=a.task, seed=a.seed,
-                                size=a.size, encoding=a.encoding, progress=True)
+        def on_term(signum, frame):   # SIGTERM ends the run as Ctrl-C does: the bag is closed, valid
+            raise KeyboardInterrupt
+        old = signal.signal(signal.SIGTERM, on_term)
+        try:
+            out = record_simulation(a.path, s, a.storage, a.steps, a.rate, task=a.task, seed=a.seed,
+                                    size=a.size, encoding=a.encoding, progress=True)
+        finally:
+            signal.signal(signal.SIGTERM, old)
         print(f"wrote {out['path']}: {out['frames']} frames, {out['published']} twists, final state "
               f"{out['final_state']}, final error {100 * out['final_t_err_m']:.2f} cm, {out['final_r_err_deg']:.2f}°")
         return 0
