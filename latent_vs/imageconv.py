@@ -6,8 +6,9 @@ everywhere in latent_vs:
   * mono8            as is;
   * mono16 / 16UC1   scaled to 8 bit by v * 255 / 65535 (full range; a 12-bit camera that
                      leaves the top bits empty gives a dark image: rescale it in the driver);
-  * rgb8, bgr8       ITU-R BT.601 luma (0.299 R + 0.587 G + 0.114 B), as OpenCV's
-  * rgba8, bgra8     cvtColor does; the alpha channel is ignored.
+  * rgb8, bgr8       ITU-R BT.601 luma (0.299 R + 0.587 G + 0.114 B) by OpenCV's
+  * rgba8, bgra8     cvtColor (fixed point: within 1 grey level of the exact product);
+                     the alpha channel is ignored.
 Rows may be padded (step > width * bytes per pixel); the padding is dropped.
 """
 from __future__ import annotations
@@ -26,7 +27,9 @@ _ENCODINGS: dict[str, tuple[int, int, tuple[int, int, int] | None]] = {
     "bgra8": (4, 1, (2, 1, 0)),
 }
 SUPPORTED_ENCODINGS = ("mono8", "mono16", "rgb8", "bgr8", "rgba8", "bgra8")
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+# (channels, order) -> OpenCV conversion code (cv2.COLOR_RGB2GRAY etc.; numbers so that
+# importing this module does not import cv2)
+_CVT = {(3, (0, 1, 2)): 7, (3, (2, 1, 0)): 6, (4, (0, 1, 2)): 11, (4, (2, 1, 0)): 10}
 
 
 def image_to_array(encoding: str, height: int, width: int, step: int, data, is_bigendian: bool = False) -> np.ndarray:
@@ -57,8 +60,8 @@ def image_to_array(encoding: str, height: int, width: int, step: int, data, is_b
     px = rows.reshape(height, width, channels)
     if order is None:
         return np.ascontiguousarray(px[:, :, 0])
-    rgb = px[:, :, list(order)].astype(np.float32)
-    return np.clip(np.rint(rgb @ _LUMA), 0, 255).astype(np.uint8)
+    import cv2  # fixed-point BT.601 luma: 7x faster than the float product (docs/ros.md)
+    return cv2.cvtColor(np.ascontiguousarray(px), _CVT[(channels, order)])
 
 
 def _as_bytes(data) -> np.ndarray:
@@ -136,7 +139,6 @@ def read_grey_image(path: str) -> np.ndarray:
         img = np.clip(np.rint(img.astype(np.float32) * (255.0 / 65535.0)), 0, 255).astype(np.uint8)
     elif img.dtype != np.uint8:
         raise ValueError(f"unsupported pixel type {img.dtype} in {path}")
-    if img.ndim == 3:
-        luma_bgr = _LUMA[::-1]  # OpenCV stores colour as BGR(A)
-        img = np.clip(np.rint(img[:, :, :3].astype(np.float32) @ luma_bgr), 0, 255).astype(np.uint8)
+    if img.ndim == 3:  # OpenCV stores colour as BGR(A); the same luma as image_to_array
+        img = cv2.cvtColor(np.ascontiguousarray(img[:, :, :3]), cv2.COLOR_BGR2GRAY)
     return img

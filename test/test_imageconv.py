@@ -66,3 +66,33 @@ def test_fit_image_crops_to_aspect_then_resizes():
     out = fit_image(img, 224, 224)
     assert out.shape == (224, 224)
     assert out.min() == 200  # the 80 px side bands were cropped away
+
+
+@pytest.mark.parametrize("encoding, order", [("rgb8", [0, 1, 2]), ("bgr8", [2, 1, 0]), ("rgba8", [0, 1, 2]),
+                                             ("bgra8", [2, 1, 0])])
+def test_colour_is_bt601_luma_within_one_level_with_padded_rows(encoding, order):
+    """OpenCV's fixed-point cvtColor (what rosbags-image uses too, docs/ros.md), on rows with
+    padding, which rosbags-image 0.10.4 misreads (it ignores step)."""
+    ch = 4 if "a" in encoding else 3
+    rng = np.random.default_rng(3)
+    px = rng.integers(0, 256, (37, 53, ch), dtype=np.uint8)
+    step = 53 * ch + 9
+    buf = np.zeros((37, step), np.uint8)
+    buf[:, :53 * ch] = px.reshape(37, -1)
+    out = image_to_array(encoding, 37, 53, step, buf.tobytes())
+    rgb = px[:, :, order].astype(np.float64)
+    exact = rgb @ [0.299, 0.587, 0.114]
+    assert out.dtype == np.uint8 and out.shape == (37, 53)
+    assert np.abs(out - exact).max() <= 1.0
+
+
+def test_colour_file_and_message_give_the_same_grey(tmp_path):
+    """A goal image file and the same pixels as a camera message are the same grey image."""
+    import cv2
+
+    from latent_vs.imageconv import read_grey_image
+    rng = np.random.default_rng(4)
+    bgr = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "goal.png"), bgr)
+    msg = image_to_array("bgr8", 20, 30, 90, bgr.tobytes())
+    np.testing.assert_array_equal(read_grey_image(str(tmp_path / "goal.png")), msg)
