@@ -123,7 +123,7 @@ def test_encoder_bad_image_gives_a_nan_latent_and_keeps_running(ex, model, capfd
     assert spin_until(ex, lambda: len(sink.msgs) == 1, 5.0)
     assert np.all(np.isnan(msg_to_latent(sink.msgs[0])[0]))
     assert "bad image" in capfd.readouterr().err
-    good = Image(height=10, width=10, step=10, encoding="mono8", data=bytes(100))
+    good = Image(height=16, width=16, step=16, encoding="mono8", data=bytes(256))  # under 16 px: refused
     pub.publish(good)
     assert spin_until(ex, lambda: len(sink.msgs) == 2, 5.0)
     assert np.all(np.isfinite(msg_to_latent(sink.msgs[1])[0]))

@@ -83,15 +83,17 @@ def image_msg_to_array(msg: Image) -> np.ndarray:
     use, so live and replayed runs see the same pixels; other encodings (e.g. yuv422, bayer)
     go through ROS 2's cv_bridge when it is installed. Raises ValueError naming the problem
     (also for a size no camera has: safety.image_size_problem)."""
-    why = image_size_problem(msg.height, msg.width)
+    if msg.encoding.lower() in SUPPORTED_ENCODINGS + ("8uc1", "16uc1") or _BRIDGE is None:
+        img = image_to_array(msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian))
+    else:
+        try:
+            img = np.asarray(_BRIDGE.imgmsg_to_cv2(msg, desired_encoding="mono8"))
+        except Exception as e:  # cv_bridge raises its own error type
+            raise ValueError(f"cannot convert image encoding '{msg.encoding}': {e}") from None
+    why = image_size_problem(msg.height, msg.width)   # after decoding: an unknown encoding is named first
     if why:
         raise ValueError(why)
-    if msg.encoding.lower() in SUPPORTED_ENCODINGS + ("8uc1", "16uc1") or _BRIDGE is None:
-        return image_to_array(msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian))
-    try:
-        return np.asarray(_BRIDGE.imgmsg_to_cv2(msg, desired_encoding="mono8"))
-    except Exception as e:  # cv_bridge raises its own error type
-        raise ValueError(f"cannot convert image encoding '{msg.encoding}': {e}") from None
+    return img
 
 
 def array_to_image_msg(img: np.ndarray, stamp=None, frame_id: str = "camera") -> Image:
