@@ -90,6 +90,9 @@ class Harness:
             if p.poll() is None:
                 p.kill()
             p.wait(10)
+        for node in list(self.ex.get_nodes()):   # nodes go before their context (a later rclpy.init must not meet them)
+            self.ex.remove_node(node)
+            node.destroy_node()
         self.ex.shutdown()
         self.rclpy.try_shutdown()
 
