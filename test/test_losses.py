@@ -122,3 +122,15 @@ def test_goal_relative_term_by_hand():
     small = torch.tensor([[1e-3, 0.0]])
     flat = loss_goal_relative(torch.zeros(1, 2), small, z_Ig, z_rg, eps=1e-4).item()
     assert flat == pytest.approx(1e-6 / (1e-6 + 1e-8)) and loss_fit(torch.zeros(1, 2), small).item() < 1e-5
+
+
+def test_goal_relative_term_per_row_eps():
+    """ε may be one per row (clean views get a small ε, perturbed ones the default): each row's
+    term is its own ratio."""
+    from latent_vs.learning.losses import loss_goal_relative
+    z_r = torch.tensor([[1e-3, 0.0], [1e-3, 0.0]])
+    z_I = torch.zeros(2, 2)                            # a flat ψ: error (1e-3, 0) on both rows
+    zero = torch.zeros(1, 2)
+    eps = torch.tensor([1e-4, 0.05])
+    expected = (1e-6 / (1e-6 + 1e-8) + 1e-6 / (1e-6 + 0.0025)) / 2
+    assert loss_goal_relative(z_I, z_r, zero, zero, eps).item() == pytest.approx(expected, rel=1e-5)

@@ -121,6 +121,11 @@ class TrainSection:
     error ψ(I) − ψ(I*) the controller sees should equal φ(r) − φ(0), near the goal too"""
     goal_fit_eps: float = 0.05
     """ε of that term (latent units): errors are relative to ‖φ(r) − φ(0)‖ above ε"""
+    goal_fit_clean_eps: float | None = None
+    """ε of that term on the clean views (None: goal_fit_eps). The controller ends where ψ's slope
+    at I* meets φ's: ε = 0.05 (~2 cm / 3° of φ) leaves that slope free below ~1 cm; a small ε
+    (0.002, ~0.7 mm) matches it down to sub-mm errors. Perturbed views keep goal_fit_eps: near
+    the goal their error is the perturbation itself, which a tiny ε would blow up"""
     fit_weight: float = 0.0
     """weight of a direct term mean ||ψ(I) - φ(r)||² added to eq. 12 (0 = the paper's loss;
     eq. 10 alone leaves ψ(I) loose off the z_r's affine hull)"""
@@ -296,6 +301,8 @@ def validate(cfg: TrainConfig, where: str = "config") -> TrainConfig:
         bad("train.loss_weights", "must be three numbers (eq. 12's three terms)")
     if t.time_budget_min is not None and t.time_budget_min <= 0:
         bad("train.time_budget_min", "must be > 0")
+    if t.goal_fit_eps <= 0 or (t.goal_fit_clean_eps is not None and t.goal_fit_clean_eps <= 0):
+        bad("train.goal_fit_eps", "ε must be > 0 (goal_fit_clean_eps too)")
     if cfg.scene.width_m <= 0 or cfg.scene.height_m <= 0 or cfg.scene.goal_depth_m <= 0:
         bad("scene", "sizes must be positive")
     if not 0 <= cfg.scene.background <= 255:

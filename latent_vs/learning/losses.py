@@ -117,11 +117,12 @@ def total_loss(z_r: torch.Tensor, d: torch.Tensor, z_I: torch.Tensor, z_groups: 
 
 
 def loss_goal_relative(z_I: torch.Tensor, z_r: torch.Tensor, z_I_goal: torch.Tensor, z_r_goal: torch.Tensor,
-                       eps: float = 0.05) -> torch.Tensor:
+                       eps: float | torch.Tensor = 0.05) -> torch.Tensor:
     """Not in the paper: mean ‖(z_I − z_I*) − (z_r − z_r*)‖² / (‖z_r − z_r*‖² + ε²). The
     controller servos on e = ψ(I) − ψ(I*) (eq. 14); this asks e to match φ's error relative to
     its size, so that ψ stays informative near the goal, where absolute errors (loss_fit) are
-    tiny and a ψ flat around I* costs almost nothing. z_I, z_r (B, D); z_I_goal, z_r_goal (1, D)."""
+    tiny and a ψ flat around I* costs almost nothing. z_I, z_r (B, D); z_I_goal, z_r_goal (1, D);
+    eps a float or one per row (B,)."""
     dz_r = z_r - z_r_goal
     return (((z_I - z_I_goal) - dz_r) ** 2).sum(1).div((dz_r ** 2).sum(1) + eps ** 2).mean()
 

@@ -213,7 +213,10 @@ class MLVSObjective:
             if t.goal_fit_weight:
                 V = len(z_I) // len(z_r)
                 z_r_goal = self.phi(torch.zeros(1, 6, device=z_r.device))
-                l_goal = loss_goal_relative(z_I, z_r.repeat_interleave(V, 0), z_I_goal, z_r_goal, t.goal_fit_eps)
+                eps = torch.full((len(z_I),), t.goal_fit_eps, device=z_I.device)
+                if t.goal_fit_clean_eps is not None:
+                    eps[::V] = t.goal_fit_clean_eps            # each pose's V views: the clean one first
+                l_goal = loss_goal_relative(z_I, z_r.repeat_interleave(V, 0), z_I_goal, z_r_goal, eps)
                 L = L + t.goal_fit_weight * l_goal
                 logs.update(loss=float(L.detach()), L_goal=float(l_goal.detach()))
             return L, logs
