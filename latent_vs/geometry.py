@@ -179,6 +179,30 @@ def se3_distance(r_j: np.ndarray, r_k: np.ndarray, w_t: float, w_r: float) -> np
     return np.linalg.norm(d[..., :3], axis=-1) / w_t + np.linalg.norm(d[..., 3:], axis=-1) / w_r
 
 
+def pinv_apply(L: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """L⁺ e for L (B, D, 6) of full column rank, e (B, D) -> (B, 6): the normal equations
+    (LᵀL)⁻¹ Lᵀ e (a 6x6 solve: ~5x faster than an SVD per step); pinv if any LᵀL is singular."""
+    Lt = np.swapaxes(L, 1, 2)
+    try:
+        out = np.linalg.solve(Lt @ L, Lt @ e[..., None])[..., 0]
+        if np.isfinite(out).all():
+            return out
+    except np.linalg.LinAlgError:
+        pass
+    return (np.linalg.pinv(L) @ e[..., None])[..., 0]
+
+
+def latent_twist(L_z: np.ndarray, e: np.ndarray, gain: float) -> np.ndarray:
+    """Eq. 14: v = −λ L_z⁺ e for L_z (B, D, 6), e (B, D) -> (B, 6). A task whose L_z or e is
+    not finite gets v = 0 (it stops; the others go on)."""
+    L_z, e = np.asarray(L_z, dtype=np.float64), np.asarray(e, dtype=np.float64)
+    v = np.zeros((len(e), 6))
+    ok = np.isfinite(L_z).all((1, 2)) & np.isfinite(e).all(1)
+    if ok.any():
+        v[ok] = -gain * pinv_apply(L_z[ok], e[ok])
+    return v
+
+
 def error_metrics(T_goal: np.ndarray, T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Translation error (m) and rotation error (rad) of T with respect to T_goal."""
     d = pose_difference(T_goal, T)

@@ -249,7 +249,7 @@ def make_law(method: str, model_dir: str | None = None, gain: float | None = Non
         kw = {} if k_neighbors is None else {"k": int(k_neighbors)}
         law = mlvs.make(model_dir=model_dir, **kw)
     elif method in ("pbvs", "dvs"):
-        from .bench import methods
+        from .control import methods
         law = methods.make(method)
     else:
         raise UserError(f"unknown method '{method}' (known: {', '.join(METHODS)})")

@@ -109,7 +109,7 @@ class World:
     def __init__(self, tmp: Path):
         import cv2
         from latent_vs.camera import default_camera
-        from latent_vs.learning.export import load_model
+        from latent_vs.models import load_model
         from latent_vs.scene import Scene
         from latent_vs.tasks import sample_tasks
         self.model = load_model(str(ROOT / "models" / "default"))

@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from latent_vs.learning import data  # noqa: E402
 from latent_vs.learning.config import config_from_dict  # noqa: E402
-from latent_vs.learning.export import load_model  # noqa: E402
+from latent_vs.models import load_model  # noqa: E402
 from latent_vs.safety import latent_norm_record  # noqa: E402
 
 

@@ -14,7 +14,7 @@ from threadpoolctl import threadpool_limits
 
 from latent_vs.control.mlvs import MLVS
 from latent_vs.geometry import pose_difference, se3_exp
-from latent_vs.learning.export import load_model
+from latent_vs.models import load_model
 from latent_vs.scene import Scene
 from latent_vs.tasks import sample_tasks
 

@@ -12,7 +12,8 @@ from latent_vs.bench.sim import simulate
 from latent_vs.camera import default_camera
 from latent_vs.errors import UserError
 from latent_vs.geometry import error_metrics, pose_to_matrix, se3_exp
-from latent_vs.learning.aevs import AutoEncoder, latent_interaction_matrix
+from latent_vs.control.aevs import latent_interaction_matrix
+from latent_vs.learning.aevs import AutoEncoder
 from latent_vs.learning.export import FORMAT, FORMAT_VERSION, write_model_dir
 from latent_vs.learning.nets import IMAGE_MEAN, IMAGE_STD
 from latent_vs.scene import Scene, SceneConfig, goal_pose

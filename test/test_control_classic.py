@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from latent_vs.bench import methods, metrics as M
+from latent_vs.bench import metrics as M
+from latent_vs.control import methods
 from latent_vs.bench.sim import simulate
 from latent_vs.camera import default_camera
 from latent_vs.control.base import ControlLaw

@@ -93,6 +93,9 @@ def test_errors_name_the_file(exported, tmp_path):
     (bad / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match=r"meta\.json.*format_version"):
         load_model(str(bad))
+    del meta["format_version"]              # the first model directories: version 1
+    (bad / "meta.json").write_text(json.dumps(meta))
+    assert load_model(str(bad)).meta["format_version"] == 1
     meta["format_version"] = 1
     meta["latent_dim"] = 16  # shape mismatch with the networks
     (bad / "meta.json").write_text(json.dumps(meta))

@@ -32,6 +32,9 @@ def test_eq9_by_hand():
     d = torch.tensor([[0.0, 4.0], [4.0, 0.0]])
     # two off-diagonal pairs each (5 - 4)², averaged over B² = 4
     assert loss_phi_se3(z, d).item() == pytest.approx(0.5)
+    # weighted (phi_train's goal row/column): pair terms 1 and 1 times weights 3 and 1, over 4
+    w = torch.tensor([[1.0, 3.0], [1.0, 1.0]])
+    assert loss_phi_se3(z, d, w).item() == pytest.approx(1.0)
 
 
 def test_eq10_by_hand():

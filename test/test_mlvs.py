@@ -113,9 +113,23 @@ def test_image_path_with_the_tiny_model():
 
 def test_pinv_apply_is_the_pseudo_inverse():
     """Eq. 14's L⁺e by the normal equations equals NumPy's pinv; rank-deficient L falls back."""
-    from latent_vs.control.mlvs import pinv_apply
+    from latent_vs.geometry import pinv_apply
     rng = np.random.default_rng(0)
     L, e = rng.normal(size=(20, 32, 6)), rng.normal(size=(20, 32))
     np.testing.assert_allclose(pinv_apply(L, e), (np.linalg.pinv(L) @ e[..., None])[..., 0], rtol=1e-9, atol=1e-12)
     L[3, :, 5] = 0.0                                                  # a camera DOF with no effect
     np.testing.assert_allclose(pinv_apply(L, e), (np.linalg.pinv(L) @ e[..., None])[..., 0], rtol=1e-9, atol=1e-12)
+
+
+def test_latent_twist_is_eq14_and_stops_only_a_non_finite_task():
+    """v = −λ L_z⁺ e (eq. 14), the one implementation every caller uses; a NaN in one task's
+    L_z or e gives that task v = 0 and leaves the others alone."""
+    from latent_vs.geometry import latent_twist
+    rng = np.random.default_rng(1)
+    L, e = rng.normal(size=(5, 32, 6)), rng.normal(size=(5, 32))
+    want = -0.1 * (np.linalg.pinv(L) @ e[..., None])[..., 0]
+    np.testing.assert_allclose(latent_twist(L, e, 0.1), want, rtol=1e-9, atol=1e-12)
+    L[1, 0, 0], e[3, 2] = np.nan, np.inf
+    v = latent_twist(L, e, 0.1)
+    assert (v[[1, 3]] == 0).all()
+    np.testing.assert_allclose(v[[0, 2, 4]], want[[0, 2, 4]], rtol=1e-9, atol=1e-12)

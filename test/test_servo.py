@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from latent_vs import geometry, paths
-from latent_vs.bench import methods
+from latent_vs.control import methods
 from latent_vs.control.mlvs import MLVS
 from latent_vs.control.pbvs import PBVS
 from latent_vs.posebank import BankConfig, PoseBank

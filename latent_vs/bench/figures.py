@@ -262,7 +262,7 @@ def main(argv=None) -> int:
         except (ValueError, AssertionError):
             raise UserError(f"--fig4-start must be six numbers 'tx,ty,tz,rx,ry,rz' (cm, °), got '{a.fig4_start}'") from None
         start4 = goal_pose() @ pose_to_matrix(np.concatenate([np.array(vals[:3]) / 100, np.radians(vals[3:])]))
-    from . import methods as registry
+    from ..control import methods as registry
     from .run import make_law, parse_methods
     try:
         import torch

@@ -73,9 +73,9 @@ def main(argv=None) -> int:
     import torch
     from tqdm import tqdm
 
-    from ..control.mlvs import MLVS, pinv_apply
-    from ..geometry import pose_difference, se3_exp
-    from ..learning.export import load_model
+    from ..control.mlvs import MLVS
+    from ..geometry import latent_twist, pose_difference, se3_exp
+    from ..models import load_model
     from ..paths import model_dir as resolve
     from ..posebank import PoseBank, embed
     from ..scene import Scene
@@ -148,7 +148,7 @@ def main(argv=None) -> int:
         t1 = time.perf_counter()
         L = bank.interpolate(dist, idx, "inverse")                                              # eq. 13
         t2 = time.perf_counter()
-        v = -law.gain * pinv_apply(L, z - law.z_goal)                                           # eq. 14
+        v = latent_twist(L, z - law.z_goal, law.gain)                                           # eq. 14
         t3 = time.perf_counter()
         return v, (t1 - t0, t2 - t1, t3 - t2, t3 - t0)
 
@@ -210,7 +210,7 @@ def main(argv=None) -> int:
             for z in zq[: max(10, a.steps // 10)]:
                 t = time.perf_counter()
                 L = knr.predict(z[None]).reshape(1, model.latent_dim, 6)
-                pinv_apply(L, z[None] - law.z_goal)
+                latent_twist(L, z[None] - law.z_goal, law.gain)
                 sk_ms.append(1e3 * (time.perf_counter() - t))
             return _stats(sk_ms) | {"fit_s": fit_s, "speedup_of_ours": _stats(sk_ms)["median_ms"] / ours}
 

@@ -8,7 +8,7 @@ APE and the length ratio. Metrics: bench/metrics.py (one definition of each).
 Outputs in --out: tasks.json (per-task figures), summary.json (rows, config, wall time),
 table.md (our rows beside the paper's), trajectories.png, errors.png.
 
-A method is a name from bench/methods.py, optionally with factory keyword overrides in
+A method is a name from control/methods.py, optionally with factory keyword overrides in
 brackets, e.g. `dvs[px_scale=1.9]` or `dvs[interaction=desired,size=128]`.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ import numpy as np
 from ..errors import UserError
 from ..scene import SceneConfig, goal_pose
 from ..tasks import sample_tasks
-from . import methods as registry
+from ..control import methods as registry
 from . import metrics as M
 from . import report
 from .sim import SimResult, goal_images, law_scene, simulate

@@ -6,8 +6,8 @@ al., RA-L 2022), batched over tasks.
 
 ∂I/∂r is the photometric interaction matrix of DVS (latent_vs/control/dvs.py: ViSP's
 derivative filter, depth Z = the known desired depth for every pixel); ∂z/∂I is applied to
-its six columns by forward-mode differentiation of the encoder
-(learning/aevs.py:latent_interaction_matrix). As in the authors' code, the image is rendered
+its six columns by forward-mode differentiation of the encoder (`latent_interaction_matrix`;
+learning/aevs.py trains the autoencoder). As in the authors' code, the image is rendered
 `border` pixels wider than the encoder input, so that the image gradients of every input pixel
 are defined: `law.camera` is that wider camera, and the encoder reads the central crop.
 
@@ -19,19 +19,18 @@ Cost per step: one encoder pass over 6 B images (forward-mode, one per twist com
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
-from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.autograd.forward_ad as fwAD
 
 from .. import paths
-from ..errors import UserError
-from ..scene import SceneConfig
-
 from ..camera import Camera
+from ..errors import UserError
+from ..models import EncoderModel, load_encoder_model, meta_kind
+from ..models import prepare_images as crop_resize
 from .base import ControlLaw
 from .dvs import DVS
 
@@ -50,36 +49,21 @@ class MissingModelError(UserError):
         self.config, self.out = config, out
 
 
-@dataclass
-class BaselineModel:
-    """An exported baseline model directory (AEVS encoder or PBVS-CNN regressor)."""
-    psi: torch.jit.ScriptModule    # (B, 1, S, S) normalised image -> (B, D)
-    meta: dict
-    camera: Camera                 # of the network input (S x S)
-    scene: SceneConfig
-    image_mean: float
-    image_std: float
-    path: str
+BaselineModel = EncoderModel   # the name this module used before models.py owned the format
 
 
 def load_baseline_model(model_dir: str | None, defaults: tuple, kind: str, config: str,
-                        device: str = "cpu") -> BaselineModel:
-    """Load models/<name>/{psi.pt, meta.json} of `kind` (written by the trainer through
-    learning/export.py); model_dir None tries models/<d> for d in `defaults`, in order.
-    A missing model raises MissingModelError naming it and the command that trains it (with the
-    small `config`, into the last of `defaults`); a wrong one a UserError naming the file."""
+                        device: str = "cpu") -> EncoderModel:
+    """Load models/<name>/{psi.pt, meta.json} of `kind` (models.load_encoder_model); model_dir
+    None tries models/<d> for d in `defaults`, in order. A missing model raises
+    MissingModelError naming it and the command that trains it (with the small `config`, into
+    the last of `defaults`); a wrong one a ModelError naming the file."""
     out = paths.model_dir(defaults[-1])
     train_hint = f"latent-vs train {config} --out {out}"
-    from ..learning.export import ModelError, load_torchscript, read_meta, resolve_texture
-    if model_dir is not None:
+    if model_dir is not None and meta_kind(paths.model_dir(model_dir)) == "mlvs":
         # `latent-vs bench --model DIR` passes the MLVS model to every learned method: use ours
-        try:
-            other = json.load(open(os.path.join(paths.model_dir(model_dir), "meta.json"))).get("kind")
-        except (OSError, ValueError, AttributeError):
-            other = None
-        if other == "mlvs":
-            print(f"note: {model_dir} is an MLVS model; {kind} uses its own default model", file=sys.stderr)
-            model_dir = None
+        print(f"note: {model_dir} is an MLVS model; {kind} uses its own default model", file=sys.stderr)
+        model_dir = None
     if model_dir is None:
         tried = [paths.model_dir(n) for n in defaults]
         found = [d for d in tried if os.path.isfile(os.path.join(d, "meta.json"))]
@@ -93,29 +77,7 @@ def load_baseline_model(model_dir: str | None, defaults: tuple, kind: str, confi
     if not os.path.isfile(meta_path):
         raise MissingModelError(f"{kind} model not found: {meta_path} is missing; train one with: {train_hint}",
                                 paths.config_file(config), model_dir)
-    meta = read_meta(model_dir)
-    if meta.get("kind") != kind:
-        raise ModelError(f"{meta_path}: a model of kind {meta.get('kind')!r}, not {kind!r}")
-    try:
-        img = meta["image"]
-        mean, std, size = float(img["mean"]), float(img["std"]), int(img["size"])
-        camera = Camera.from_dict(meta["camera"])
-        scene = dict(meta["scene"])
-        scene["texture"] = resolve_texture(scene["texture"], model_dir)
-        scene = SceneConfig.from_dict(scene)
-    except (KeyError, TypeError, ValueError) as e:
-        raise ModelError(f"{meta_path}: missing or bad field ({type(e).__name__}: {e})") from None
-    psi_path = os.path.join(model_dir, "psi.pt")
-    psi = load_torchscript(psi_path, device)
-    try:
-        with torch.no_grad():
-            out = psi(torch.zeros(1, 1, size, size, device=device))
-    except Exception as e:
-        raise ModelError(f"{psi_path}: does not take (1, 1, {size}, {size}) images as meta.json says "
-                         f"({str(e).splitlines()[0][:160]})") from None
-    if out.shape[-1] != int(meta.get("latent_dim", out.shape[-1])):
-        raise ModelError(f"{psi_path}: outputs {tuple(out.shape)}, meta.json says latent_dim {meta.get('latent_dim')}")
-    return BaselineModel(psi, meta, camera, scene, mean, std, model_dir)
+    return load_encoder_model(model_dir, kind, device)
 
 
 def prepare_images(images: np.ndarray, camera: Camera) -> np.ndarray:
@@ -125,7 +87,6 @@ def prepare_images(images: np.ndarray, camera: Camera) -> np.ndarray:
         images = images[None]
     if images.shape[1:] == (camera.height, camera.width):
         return images
-    from ..learning.export import prepare_images as crop_resize
     if camera.width != camera.height:
         raise UserError(f"images are {images.shape[2]}x{images.shape[1]}, the model expects {camera.width}x{camera.height}")
     return crop_resize(images, camera.width)
@@ -140,7 +101,7 @@ class AEVS(ControlLaw):
     name = "aevs"
     needs_pose = False
 
-    def __init__(self, model: BaselineModel, gain: float = 0.5, mu: float = 0.01, gn_after: int = 500,
+    def __init__(self, model: EncoderModel, gain: float = 0.5, mu: float = 0.01, gn_after: int = 500,
                  mu_decay: float = 0.995, mu_min: float = 0.0, interaction: str = "esm",
                  depth: float | None = None, border: int = 3, device: str = "cpu", chunk: int = 256):
         if interaction not in INTERACTIONS:
@@ -171,7 +132,6 @@ class AEVS(ControlLaw):
 
     def features(self, images: np.ndarray, with_L: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         """z (B, D) and, with_L, L_z (B, D, 6) of uint8 images (B, H, W) rendered with law.camera."""
-        from ..learning.aevs import latent_interaction_matrix
         images = prepare_images(images, self.camera)
         zs, Ls = [], []
         for i in range(0, len(images), self.chunk):
@@ -218,6 +178,26 @@ class AEVS(ControlLaw):
         return v
 
 
+def latent_interaction_matrix(encoder, x: torch.Tensor, L_x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """z = encoder(x) and L_z = (∂z/∂x) L_x (paper II-C, eq. 6's L_zI), by forward-mode AD.
+
+    encoder: any module or TorchScript mapping (B, 1, S, S) -> (B, D); x: (B, 1, S, S) encoder
+    input; L_x: (B, 6, S, S) interaction matrix of the encoder input (column k = ∂x/∂r_k for the
+    camera twist's k-th component, in the units of x). Returns z (B, D) and L_z (B, D, 6).
+    The six columns go through one batched forward pass of 6B images (one per direction)."""
+    B = x.shape[0]
+    if L_x.shape != (B, 6) + tuple(x.shape[2:]):
+        raise ValueError(f"L_x must be (B, 6, S, S) = {(B, 6) + tuple(x.shape[2:])}, got {tuple(L_x.shape)}")
+    primal = x.unsqueeze(1).expand(B, 6, *x.shape[1:]).reshape(B * 6, *x.shape[1:])
+    tangent = L_x.reshape(B * 6, 1, *x.shape[2:]).to(x.dtype)
+    with torch.no_grad(), fwAD.dual_level():
+        out = encoder(fwAD.make_dual(primal.contiguous(), tangent.contiguous()))
+        z6, jv = fwAD.unpack_dual(out)
+    z = z6.reshape(B, 6, -1)[:, 0]
+    L_z = jv.reshape(B, 6, -1).transpose(1, 2).contiguous()
+    return z, L_z
+
+
 def lm_step(L: np.ndarray, e: np.ndarray, mu: np.ndarray, gain: float) -> np.ndarray:
     """v = -λ (H + μ diag H)⁻¹ Lᵀ e, H = Lᵀ L; L (B, D, 6), e (B, D), μ (B,) -> (B, 6)."""
     H = np.einsum("bdi,bdj->bij", L, L)
@@ -228,7 +208,7 @@ def lm_step(L: np.ndarray, e: np.ndarray, mu: np.ndarray, gain: float) -> np.nda
 
 
 def make(model_dir: str | None = None, **kwargs) -> AEVS:
-    """Factory for bench/methods.py: the AEVS law on models/aevs (or models/aevs_small).
+    """Factory for control/methods.py: the AEVS law on models/aevs (or models/aevs_small).
     kwargs: see AEVS (gain, interaction, depth, border, device, ...)."""
     model = load_baseline_model(model_dir, DEFAULT_MODELS, "aevs", TRAIN_CONFIG, device=kwargs.get("device", "cpu"))
     return AEVS(model, **kwargs)

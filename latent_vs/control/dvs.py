@@ -168,5 +168,5 @@ class DVS(ControlLaw):
 
 
 def make(model_dir: str | None = None, **kwargs) -> DVS:
-    """Factory for bench/methods.py (DVS needs no model). kwargs: see DVS."""
+    """Factory for control/methods.py (DVS needs no model). kwargs: see DVS."""
     return DVS(**kwargs)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..geometry import pose_difference
+from ..geometry import latent_twist, pose_difference
 from ..posebank import BankConfig, PoseBank, latent_interaction, load_or_build
 from .base import ControlLaw
 
@@ -28,7 +28,7 @@ WEIGHTINGS = ("inverse", "proportional", "uniform")
 
 
 class MLVS(ControlLaw):
-    """Latent-space servoing with a LatentModel (learning/export.py) and a pose bank."""
+    """Latent-space servoing with a LatentModel (latent_vs/models.py) and a pose bank."""
 
     name = "mlvs"
 
@@ -125,29 +125,14 @@ class MLVS(ControlLaw):
         if not ok.any():
             return v
         L_z = self.interaction(z[ok], None if r_true is None else r_true[ok])
-        good = np.isfinite(L_z).all((1, 2))
-        rows = np.flatnonzero(ok)[good]
-        v[rows] = -self.gain * pinv_apply(L_z[good], e[rows])                      # eq. 14
+        v[ok] = latent_twist(L_z, e[ok], self.gain)                   # eq. 14
         return v
-
-
-def pinv_apply(L: np.ndarray, e: np.ndarray) -> np.ndarray:
-    """L⁺ e for L (B, D, 6) of full column rank, e (B, D) -> (B, 6): the normal equations
-    (LᵀL)⁻¹ Lᵀ e (a 6x6 solve: ~5x faster than an SVD per step); pinv if any LᵀL is singular."""
-    Lt = np.swapaxes(L, 1, 2)
-    try:
-        out = np.linalg.solve(Lt @ L, Lt @ e[..., None])[..., 0]
-        if np.isfinite(out).all():
-            return out
-    except np.linalg.LinAlgError:
-        pass
-    return (np.linalg.pinv(L) @ e[..., None])[..., 0]
 
 
 def make(model_dir: str | None = None, k: int = 50, oracle: bool = False, exact_jacobian: bool = False,
          weighting: str = "inverse", gain: float = 0.1, **kwargs) -> MLVS:
     """Benchmark/ROS factory: load models/<model_dir or default> and build (or load) its bank."""
-    from ..learning.export import load_model
+    from ..models import load_model
     from ..paths import model_dir as resolve
     model = load_model(resolve(model_dir or "default"))
     return MLVS(model, k=k, oracle=oracle, exact_jacobian=exact_jacobian, weighting=weighting, gain=gain, **kwargs)

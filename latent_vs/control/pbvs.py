@@ -37,5 +37,5 @@ class PBVS(ControlLaw):
 
 
 def make(model_dir: str | None = None, gain: float = 0.1) -> PBVS:
-    """Factory for bench/methods.py (PBVS needs no model)."""
+    """Factory for control/methods.py (PBVS needs no model)."""
     return PBVS(gain=gain)

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from ..geometry import L_pose, inverse, matrix_to_pose, pose_to_matrix
-from .aevs import BaselineModel, load_baseline_model, prepare_images
+from ..models import EncoderModel
+from .aevs import load_baseline_model, prepare_images
 from .base import ControlLaw
 
 DEFAULT_MODELS = ("pbvs_cnn", "pbvs_cnn_small")   # models/<name> tried in order when model_dir is None
@@ -26,7 +27,7 @@ class PBVSCNN(ControlLaw):
     name = "pbvs-cnn"
     needs_pose = False
 
-    def __init__(self, model: BaselineModel, gain: float = 0.1, device: str = "cpu", chunk: int = 256):
+    def __init__(self, model: EncoderModel, gain: float = 0.1, device: str = "cpu", chunk: int = 256):
         self.model = model
         self.regressor = model.psi
         self.camera = model.camera
@@ -65,7 +66,7 @@ class PBVSCNN(ControlLaw):
 
 
 def make(model_dir: str | None = None, **kwargs) -> PBVSCNN:
-    """Factory for bench/methods.py: PBVS-CNN on models/pbvs_cnn (or models/pbvs_cnn_small).
+    """Factory for control/methods.py: PBVS-CNN on models/pbvs_cnn (or models/pbvs_cnn_small).
     kwargs: gain, device, chunk."""
     model = load_baseline_model(model_dir, DEFAULT_MODELS, "pbvs_cnn", TRAIN_CONFIG, device=kwargs.get("device", "cpu"))
     return PBVSCNN(model, **kwargs)

@@ -12,12 +12,11 @@ latent vector z_I is the visual feature servoed on.
 
 The servo law lives in latent_vs/control/aevs.py: L_zI = (∂z/∂I)(∂I/∂r) (eq. 6), the encoder
 Jacobian applied to the photometric interaction matrix by forward-mode differentiation
-(`latent_interaction_matrix`).
+(`control.aevs.latent_interaction_matrix`).
 """
 from __future__ import annotations
 
 import torch
-import torch.autograd.forward_ad as fwAD
 from torch import nn
 from torch.nn import functional as F
 
@@ -77,43 +76,7 @@ def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(x_hat, x)
 
 
-def latent_interaction_matrix(encoder, x: torch.Tensor, L_x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """z = encoder(x) and L_z = (∂z/∂x) L_x (paper II-C, eq. 6's L_zI), by forward-mode AD.
-
-    encoder: any module or TorchScript mapping (B, 1, S, S) -> (B, D); x: (B, 1, S, S) encoder
-    input; L_x: (B, 6, S, S) interaction matrix of the encoder input (column k = ∂x/∂r_k for the
-    camera twist's k-th component, in the units of x). Returns z (B, D) and L_z (B, D, 6).
-    The six columns go through one batched forward pass of 6B images (one per direction)."""
-    B = x.shape[0]
-    if L_x.shape != (B, 6) + tuple(x.shape[2:]):
-        raise ValueError(f"L_x must be (B, 6, S, S) = {(B, 6) + tuple(x.shape[2:])}, got {tuple(L_x.shape)}")
-    primal = x.unsqueeze(1).expand(B, 6, *x.shape[1:]).reshape(B * 6, *x.shape[1:])
-    tangent = L_x.reshape(B * 6, 1, *x.shape[2:]).to(x.dtype)
-    with torch.no_grad(), fwAD.dual_level():
-        out = encoder(fwAD.make_dual(primal.contiguous(), tangent.contiguous()))
-        z6, jv = fwAD.unpack_dual(out)
-    z = z6.reshape(B, 6, -1)[:, 0]
-    L_z = jv.reshape(B, 6, -1).transpose(1, 2).contiguous()
-    return z, L_z
-
-
 # ----------------------------------------------------------------------------- trainer plugin
-
-def finish_meta(meta: dict) -> dict:
-    """The format fields export.export_model adds, for model directories written with
-    export.write_model_dir (the baselines have no φ)."""
-    import datetime
-
-    from .export import FORMAT, FORMAT_VERSION, git_commit
-    meta = dict(meta)
-    meta.setdefault("format", FORMAT)
-    meta.setdefault("format_version", FORMAT_VERSION)
-    meta.setdefault("git_commit", git_commit())
-    meta.setdefault("torch_version", torch.__version__)
-    meta.setdefault("created_utc", datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
-    meta.setdefault("benchmark", {})
-    return meta
-
 
 class AEVSObjective:
     """Trainer objective (learning/train.py, config `kind: aevs`): the autoencoder trained to
@@ -164,9 +127,10 @@ class AEVSObjective:
         return out
 
     def export(self, out_dir: str, meta: dict) -> None:
+        from ..models import stamp_meta
         from .export import to_torchscript, write_model_dir
         S = self.cfg.image_size
-        meta = finish_meta({**meta, "kind": "aevs", "latent_dim": self.cfg.latent_dim,
+        meta = stamp_meta({**meta, "kind": "aevs", "latent_dim": self.cfg.latent_dim,
                             "aevs": {"note": "psi.pt is the encoder; decoder.pt maps z back to a normalised "
                                              "image; servo with latent_vs.control.aevs (eq. 6)"}})
         enc = to_torchscript(self.ae.encoder, torch.zeros(1, 1, S, S))

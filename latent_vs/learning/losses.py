@@ -51,9 +51,11 @@ def pairwise_latent_distance(z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tens
     return safe_norm(z_a[:, None, :] - z_b[None, :, :])
 
 
-def loss_phi_se3(z_r: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-    """Eq. 9: (1/B²) Σ_j Σ_k (d_SE(3)(r_j, r_k) - ||z_rj - z_rk||)². z_r (B, D), d (B, B)."""
-    return ((d - pairwise_latent_distance(z_r, z_r)) ** 2).mean()
+def loss_phi_se3(z_r: torch.Tensor, d: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Eq. 9: (1/B²) Σ_j Σ_k (d_SE(3)(r_j, r_k) - ||z_rj - z_rk||)². z_r (B, D), d (B, B);
+    weight (B, B), optional: each pair's term multiplied by it (phi_train weights the goal's)."""
+    sq = (d - pairwise_latent_distance(z_r, z_r)) ** 2
+    return (sq if weight is None else weight * sq).mean()
 
 
 def loss_psi_phi(z_I: torch.Tensor, z_r: torch.Tensor) -> torch.Tensor:

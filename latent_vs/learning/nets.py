@@ -22,18 +22,11 @@ from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 from torch.nn.utils import parametrize
 
+# ψ's input normalisation is part of the model-directory contract: x = (I / 255 - IMAGE_MEAN) / IMAGE_STD
+from ..models import IMAGE_MEAN, IMAGE_STD, normalise_images  # noqa: F401
+
 ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU, "elu": nn.ELU, "tanh": nn.Tanh, "softplus": nn.Softplus,
                "gelu": nn.GELU}
-
-# Image normalisation used by ψ: x = (I / 255 - IMAGE_MEAN) / IMAGE_STD (written to meta.json).
-IMAGE_MEAN = 0.5
-IMAGE_STD = 0.25
-
-
-def normalise_images(images: torch.Tensor, mean: float = IMAGE_MEAN, std: float = IMAGE_STD) -> torch.Tensor:
-    """uint8 or float grey levels in [0, 255], (..., S, S) -> float32 ψ input of the same shape."""
-    return (images.float() / 255.0 - mean) / std
-
 
 class PoseNet(nn.Module):
     """φ: (B, 6) float32 poses r = (t [m], θu [rad]) -> (B, latent_dim)."""

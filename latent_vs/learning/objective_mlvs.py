@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .config import TrainConfig
-from .losses import loss_goal_relative, pairwise_latent_distance, se3_pair_distance, total_loss
+from .losses import loss_goal_relative, loss_phi_se3, pairwise_latent_distance, se3_pair_distance, total_loss
 from .nets import ImageEncoder, PoseNet, count_parameters
 
 
@@ -40,7 +40,7 @@ def fallback_train_phi(phi, steps: int, batch_size: int, lr: float, w_t: float, 
         r = torch.cat([zero, pool[idx]])
         d = se3_pair_distance(r, r, w_t, w_r)
         z = phi(r)
-        loss = ((d - pairwise_latent_distance(z, z)) ** 2).mean()  # eq. 9
+        loss = loss_phi_se3(z, d)  # eq. 9
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -135,10 +135,10 @@ class PBVSCNNObjective:
         return out
 
     def export(self, out_dir: str, meta: dict) -> None:
-        from .aevs import finish_meta
+        from ..models import stamp_meta
         from .export import to_torchscript, write_model_dir
         S = self.cfg.image_size
-        meta = finish_meta({**meta, "kind": "pbvs_cnn", "latent_dim": 6,
+        meta = stamp_meta({**meta, "kind": "pbvs_cnn", "latent_dim": 6,
                             "pbvs_cnn": {"output": "r = (t [m], θu [rad]): the camera pose seen from the desired pose",
                                          "s_t": float(self.crit.s_t.detach()), "s_r": float(self.crit.s_r.detach()),
                                          "options": self.opt}})

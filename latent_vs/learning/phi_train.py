@@ -33,10 +33,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..geometry import error_metrics, pose_difference, se3_exp
-from ..control.mlvs import pinv_apply
+from ..geometry import error_metrics, latent_twist, pose_difference, se3_exp
 from ..posebank import latent_interaction
-from .losses import pairwise_latent_distance, se3_pair_distance
+from .losses import loss_phi_se3, se3_pair_distance
 from ..scene import SceneConfig, goal_pose
 from ..tasks import sample_tasks, sample_training_poses
 
@@ -54,9 +53,7 @@ def oracle_servo(phi, tasks: np.ndarray, goal: np.ndarray, gain: float = 0.1, it
         with torch.no_grad():
             e = phi(torch.as_tensor(r, dtype=torch.float32)).double().numpy() - z_goal
         L_z = latent_interaction(phi, r)                               # L_z = ∂φ/∂r · L_r (eq. 5)
-        v = np.zeros((len(T), 6))
-        ok = np.isfinite(L_z).all((1, 2)) & np.isfinite(e).all(1)
-        v[ok] = -gain * pinv_apply(L_z[ok], e[ok])                     # eq. 14
+        v = latent_twist(L_z, e, gain)                                 # eq. 14
         length += np.linalg.norm(v[:, :3], axis=1)
         T = T @ se3_exp(v)
     t1, r1 = error_metrics(goal, T)
@@ -143,7 +140,7 @@ def train_phi(phi: torch.nn.Module, steps: int = 20000, batch_size: int = 256, l
         with torch.no_grad():
             d = se3_pair_distance(r, r, w_t, w_r)
         z = phi(r)
-        loss = (W * (d - pairwise_latent_distance(z, z)).pow(2)).mean()   # eq. 9, goal row/column weighted
+        loss = loss_phi_se3(z, d, W)                                       # eq. 9, goal row/column weighted
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

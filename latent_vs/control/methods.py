@@ -1,4 +1,5 @@
-"""Benchmark methods by name -> factory "module:function" and its keyword arguments.
+"""Control laws by name -> factory "module:function" and its keyword arguments: the
+benchmark's methods and the controller's `method` (servo.make_law).
 
 A factory is `make(model_dir: str | None = None, **kwargs) -> ControlLaw`. Perturbed goal
 images are a benchmark option (--perturbed), not a method."""
