@@ -35,10 +35,13 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"latent-vs: error: unknown command '{name}'\n\n{usage()}", file=sys.stderr)
         return 2
+    module_name = COMMANDS[name][0]
+    if name == "replay" and "--publish" in rest and not {"-h", "--help"} & set(rest):
+        module_name = "latent_vs.ros.bag_publisher"   # the live half of replay needs ROS 2
     try:
-        module = importlib.import_module(COMMANDS[name][0])
+        module = importlib.import_module(module_name)
     except ImportError as e:
-        print(f"latent-vs {name}: error: cannot load {COMMANDS[name][0]} ({e}); "
+        print(f"latent-vs {name}: error: cannot load {module_name} ({e}); "
               "re-run `make setup` (scripts/setup_env.sh) to refresh the installed package", file=sys.stderr)
         return 2
     try:

@@ -13,7 +13,9 @@ Written to --out (default BAG_replay/):
                 the replay finished).
 
 Live (--publish): republishes the bag's topics over ROS 2 at the recorded timing (times
---rate), so the nodes run from a bag exactly as from a camera (latent_vs.ros.bag_publisher).
+--rate), so the nodes run from a bag exactly as from a camera. That part is ROS code and lives
+in latent_vs/ros/bag_publisher.py (its main); `latent-vs replay BAG --publish` is routed there
+by cli.py, and this module only declares its options (build_parser), so one --help shows both.
 
 The goal image I*: --goal FILE, else --goal-time T (the bag image nearest T s after the
 start), else the bag's /goal_image topic (what the recorder stored), else its last image.
@@ -253,9 +255,37 @@ def replay_offline(bag_path: str, settings: ServoSettings | None = None, goal: s
                    progress: bool = True, law=None) -> ReplayResult:
     """Run the encoder + controller over the bag's images; see the module docstring.
     `law`: a prebuilt control law to reuse (see ServoPipeline)."""
-    with one_blas_thread():
-        return _replay_offline(bag_path, settings, goal, goal_time, image_topic, pose_topic, twist_topic,
-                               encoding, batch_size, max_images, progress, law)
+    t_start = time.perf_counter()
+    with one_blas_thread(), bags.Bag(bag_path) as bag:
+        bag.require_messages()
+        src = _BagInputs.read(bag, image_topic, pose_topic, twist_topic, encoding)
+        settings, recorded = _settings_for(bag, settings)
+        if settings.method == "pbvs" and not src.poses[2]:
+            raise UserError(f"the pbvs method needs camera poses; bag {bag.path} has no {bags.POSE} topic")
+        goal_img, goal_pose, goal_src = _find_goal(bag, src, goal, goal_time)
+        pipe = ServoPipeline(settings, law)   # the model is loaded once the bag is known to be usable
+        if goal_pose is None and "latent_vs.goal_pose" in bag.custom_data:
+            goal_pose = np.array(json.loads(bag.custom_data["latent_vs.goal_pose"]), float).reshape(4, 4)
+        if goal_pose is None and src.poses[2]:
+            # a goal from outside the bag: assume the model's (or the default scene's) desired pose
+            from .scene import SceneConfig, goal_pose as scene_goal
+            goal_pose = pipe.model.goal_pose if pipe.model is not None else scene_goal(SceneConfig())
+        pipe.set_goal(goal_img, goal_pose)
+        run = _ImageRun(pipe, goal_pose, bag_path, batch_size)
+        run.run(bag, src, max_images, progress)
+        corruption = bag.corruption
+    if corruption and not run.rows:
+        raise bags.BagError(f"{corruption}; no image could be replayed before it")
+    tw_stats = _attach_recorded(run.rows, run.z_replayed, src.latents, src.input_log(pipe.kind), *src.twists[1:])
+    res = ReplayResult(rows=run.rows, has_pose=any(r["t_err_m"] == r["t_err_m"] for r in run.rows),
+                       has_recorded=bool(src.twists[2]))
+    res.summary = {"bag": str(Path(bag_path).absolute()), "images": len(run.rows), "image_topic": src.image_topic,
+                   "pose_topic": src.pose_topic, "twist_topic": src.twist_topic, "goal": goal_src,
+                   "settings": settings.__dict__, "error_units": pipe.law.error_units,
+                   "settings_from_bag": recorded is not None and settings == recorded,
+                   **_run_summary(run, time.perf_counter() - t_start, batch_size)}
+    _add_agreement(res.summary, run.rows, tw_stats if src.twists[2] else None, corruption)
+    return res
 
 
 def one_blas_thread():
@@ -265,11 +295,21 @@ def one_blas_thread():
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def _replay_offline(bag_path, settings, goal, goal_time, image_topic, pose_topic, twist_topic,
-                    encoding, batch_size, max_images, progress, law) -> ReplayResult:
-    t_start = time.perf_counter()
-    with bags.Bag(bag_path) as bag:
-        bag.require_messages()
+@dataclass
+class _BagInputs:
+    """The bag's topics for a replay: images (decoded on demand), and the small topics read
+    whole: true poses, recorded twists and latents, matched to images by header stamp."""
+    images: _Images
+    image_topic: str
+    goal_topics: list
+    pose_topic: str | None
+    twist_topic: str | None
+    poses: tuple      # ({stamp: T}, log times, values, stamps)
+    twists: tuple     # (_, log times, values, stamps)
+    latents: dict     # image stamp -> (log time, recorded z)
+
+    @classmethod
+    def read(cls, bag, image_topic, pose_topic, twist_topic, encoding) -> _BagInputs:
         goal_topics = [t.name for t in bag.topics.values()
                        if t.name.rstrip("/").endswith("goal_image") and t.msgtype in bags.IMAGE_TYPES and t.count]
         img_topic = bag.find_topic(bags.IMAGE_TYPES, "image", image_topic, "--image-topic", prefer="/image",
@@ -280,158 +320,155 @@ def _replay_offline(bag_path, settings, goal, goal_time, image_topic, pose_topic
                                 prefer="/camera_pose", required=False)
         twist_t = bag.find_topic(bags.TWIST_TYPES, "twist", twist_topic, "--twist-topic",
                                  prefer="/cmd_twist", required=False)
-        recorded = None
-        if RUN_KEY in bag.custom_data:
-            try:
-                recorded = ServoSettings.from_json(bag.custom_data[RUN_KEY])
-            except (ValueError, TypeError) as e:
-                raise UserError(f"bag {bag.path}: the stored controller settings ({RUN_KEY}) cannot be read: "
-                                f"{bags._one_line(e)}") from None
-        if settings is None:
-            settings = recorded or ServoSettings()
-            why = settings.problem()
-            if why:
-                raise UserError(f"bag {bag.path}: the stored controller settings are refused: {why} "
-                                "(give the setting as an option, e.g. --gain, to replay anyway)")
-        images = _Images(bag, img_topic, encoding)
-
-        # small topics first: true poses and recorded twists, matched to images by header stamp
-        pose_by_stamp, pose_log, pose_vals, pose_stamps = _stamped_table(bag, pose_t, bags.pose_from_msg)
-        _, tw_log, tw_vals, tw_stamps = _stamped_table(bag, twist_t, bags.twist_from_msg)
+        poses = _stamped_table(bag, pose_t, bags.pose_from_msg)
+        twists = _stamped_table(bag, twist_t, bags.twist_from_msg)
         latent_t = bag.find_topic((bags.LATENT,), "latent", None, prefer="/latent", required=False)
-        latents = {}   # image stamp -> (log time, recorded z)
+        latents = {}
         if latent_t is not None:
             for m in bag.messages([latent_t], stop_at_damage=True):
                 msg = bag.decode(m)
                 st = bags.latent_stamp_ns(msg)
                 if st is not None and st not in latents:
                     latents[st] = (m.t_ns, bags.latent_from_msg(msg))
-        if settings.method == "pbvs" and not pose_vals:
-            raise UserError(f"the pbvs method needs camera poses; bag {bag.path} has no {bags.POSE} topic")
+        return cls(_Images(bag, img_topic, encoding), img_topic, goal_topics, pose_t, twist_t, poses, twists, latents)
 
-        # the goal
-        goal_pose, goal_src = None, ""
-        if goal is not None:
-            goal_img, goal_src = _read_goal_file(goal), f"file {goal}"
-        else:
-            gm = None
-            if goal_time is not None:
-                target = bag.start_ns + int(goal_time * 1e9)
-                best = None
-                for m in bag.messages([img_topic], stop_at_damage=True):
-                    if best is None or abs(m.t_ns - target) < abs(best.t_ns - target):
-                        best = m
-                gm, goal_src = best, f"{img_topic} at {(best.t_ns - bag.start_ns) / 1e9:.3f} s"
-            elif goal_topics:
-                for m in bag.messages(goal_topics[:1], stop_at_damage=True):
-                    gm = m
-                goal_src = f"{goal_topics[0]} in the bag"
-            else:
-                for m in bag.messages([img_topic], stop_at_damage=True):
-                    gm = m
-                goal_src = f"last image on {img_topic}"
-            if gm is None:
-                raise bags.BagError(f"{bag.corruption or f'bag {bag.path} is damaged'}; no image could be read before it")
-            goal_img, goal_stamp = images.decode(gm, f"goal image ({goal_src})")
-            goal_pose = pose_by_stamp.get(goal_stamp)
-            if goal_pose is None and gm.topic == img_topic:
-                goal_pose = _nearest(pose_log, pose_vals, gm.t_ns, 50_000_000)
-        pipe = ServoPipeline(settings, law)   # the model is loaded once the bag is known to be usable
-        if goal_pose is None and "latent_vs.goal_pose" in bag.custom_data:
-            goal_pose = np.array(json.loads(bag.custom_data["latent_vs.goal_pose"]), float).reshape(4, 4)
-        if goal_pose is None and pose_vals:
-            # a goal from outside the bag: assume the model's (or the default scene's) desired pose
-            from .scene import SceneConfig, goal_pose as scene_goal
-            goal_pose = pipe.model.goal_pose if pipe.model is not None else scene_goal(SceneConfig())
-        pipe.set_goal(goal_img, goal_pose)
+    def pose_at(self, stamp: int, log_ns: int):
+        """The true pose with this header stamp, else the one logged within 50 ms, else None."""
+        T = self.poses[0].get(stamp)
+        return T if T is not None else _nearest(self.poses[1], self.poses[2], log_ns, 50_000_000)
 
-        # the images, in batches (the encoder is the cost); the controller steps one by one
-        n_total = bag.topics[img_topic].count if max_images is None else min(max_images, bag.topics[img_topic].count)
-        rows: list[dict] = []
-        t_enc = t_ctl = t_read = 0.0
-        first_stamp = None
+    def input_log(self, kind: str) -> dict:
+        """Image stamp -> log time of the controller's recorded input (latent or pose)."""
+        if kind == "latent":
+            return {st: v[0] for st, v in self.latents.items()}
+        if kind == "pose":
+            return {st: int(t) for st, t in zip(self.poses[3], self.poses[1]) if st is not None}
+        return {}
+
+
+def _settings_for(bag, settings: ServoSettings | None) -> tuple[ServoSettings, ServoSettings | None]:
+    """(the settings to replay with, the bag's stored settings or None)."""
+    recorded = None
+    if RUN_KEY in bag.custom_data:
+        try:
+            recorded = ServoSettings.from_json(bag.custom_data[RUN_KEY])
+        except (ValueError, TypeError) as e:
+            raise UserError(f"bag {bag.path}: the stored controller settings ({RUN_KEY}) cannot be read: "
+                            f"{bags._one_line(e)}") from None
+    if settings is None:
+        settings = recorded or ServoSettings()
+        why = settings.problem()
+        if why:
+            raise UserError(f"bag {bag.path}: the stored controller settings are refused: {why} "
+                            "(give the setting as an option, e.g. --gain, to replay anyway)")
+    return settings, recorded
+
+
+def _find_goal(bag, src: _BagInputs, goal: str | None, goal_time: float | None):
+    """(I*, its true pose or None, where it came from): --goal FILE, else --goal-time T, else
+    the bag's goal_image topic, else its last image."""
+    if goal is not None:
+        return _read_goal_file(goal), None, f"file {goal}"
+    img_topic, gm = src.image_topic, None
+    if goal_time is not None:
+        target = bag.start_ns + int(goal_time * 1e9)
+        for m in bag.messages([img_topic], stop_at_damage=True):
+            if gm is None or abs(m.t_ns - target) < abs(gm.t_ns - target):
+                gm = m
+        goal_src = f"{img_topic} at {(gm.t_ns - bag.start_ns) / 1e9:.3f} s" if gm is not None else ""
+    else:
+        topic = src.goal_topics[:1] or [img_topic]
+        for m in bag.messages(topic, stop_at_damage=True):
+            gm = m
+        goal_src = f"{src.goal_topics[0]} in the bag" if src.goal_topics else f"last image on {img_topic}"
+    if gm is None:
+        raise bags.BagError(f"{bag.corruption or f'bag {bag.path} is damaged'}; no image could be read before it")
+    goal_img, goal_stamp = src.images.decode(gm, f"goal image ({goal_src})")
+    goal_pose = src.poses[0].get(goal_stamp)
+    if goal_pose is None and gm.topic == img_topic:
+        goal_pose = _nearest(src.poses[1], src.poses[2], gm.t_ns, 50_000_000)
+    return goal_img, goal_pose, goal_src
+
+
+class _ImageRun:
+    """The bag's images through the pipeline: encoded in batches (the encoder is the cost),
+    the controller stepping one image at a time. Collects the rows and the timings."""
+
+    def __init__(self, pipe: ServoPipeline, goal_pose, bag_path: str, batch_size: int):
+        self.pipe, self.goal_pose, self.bag_path, self.batch_size = pipe, goal_pose, bag_path, batch_size
+        self.rows: list[dict] = []
+        self.z_replayed: list = []
+        self.t_enc = self.t_ctl = self.t_read = self.t_loop = 0.0
+        self.first_stamp = None
+        self.buf: list = []
+
+    def run(self, bag, src: _BagInputs, max_images: int | None, progress: bool) -> None:
+        count = bag.topics[src.image_topic].count
+        n_total = count if max_images is None else min(max_images, count)
         bar = None
         if progress:
             from tqdm import tqdm
             bar = tqdm(total=n_total, desc="replay", unit="img", file=sys.stderr, leave=False)
-        buf: list = []
-        z_replayed: list = []
-
-        def flush():
-            nonlocal t_enc, t_ctl, first_stamp
-            if not buf:
-                return
-            imgs = [b[0] for b in buf]
-            poses = [b[3] for b in buf]
-            t0 = time.perf_counter()
-            same = all(i.shape == imgs[0].shape for i in imgs)
-            ys = pipe.measure(np.stack(imgs), poses) if same else \
-                sum((pipe.measure(i[None], [p]) for i, p in zip(imgs, poses)), [])
-            t1 = time.perf_counter()
-            t_enc += t1 - t0
-            for (img, st, log_ns, T), y in zip(buf, ys):
-                first_stamp = st if first_stamp is None else first_stamp
-                if pipe.needs_pose and T is None:
-                    raise UserError(f"no camera pose for the image at {st} ns in bag {bag_path} (pbvs needs one per image)")
-                tc = time.perf_counter()
-                twist, state, err = pipe.step(y, st * 1e-9)
-                t_ctl += time.perf_counter() - tc
-                rows.append(_row(len(rows), st, first_stamp, log_ns, twist, state, err, T, goal_pose,
-                                 None if twist is None else pipe.to_camera_frame(twist)))
-                z_replayed.append(y if pipe.kind == "latent" else None)
-            if bar is not None:
-                bar.update(len(buf))
-            buf.clear()
-
         t_loop = tr = time.perf_counter()
-        for idx, m in enumerate(bag.messages([img_topic], stop_at_damage=True)):
+        for idx, m in enumerate(bag.messages([src.image_topic], stop_at_damage=True)):
             if max_images is not None and idx >= max_images:
                 break
-            img, st = images.decode(m, f"image {idx}")
-            T = pose_by_stamp.get(st)
-            if T is None:
-                T = _nearest(pose_log, pose_vals, m.t_ns, 50_000_000)
-            buf.append((img, st, m.t_ns, T))
-            if len(buf) >= batch_size:
-                t_read += time.perf_counter() - tr
-                flush()
+            img, st = src.images.decode(m, f"image {idx}")
+            self.buf.append((img, st, m.t_ns, src.pose_at(st, m.t_ns)))
+            if len(self.buf) >= self.batch_size:
+                self.t_read += time.perf_counter() - tr
+                self.flush(bar)
                 tr = time.perf_counter()
-        t_read += time.perf_counter() - tr
-        flush()
-        t_loop = time.perf_counter() - t_loop
+        self.t_read += time.perf_counter() - tr
+        self.flush(bar)
+        self.t_loop = time.perf_counter() - t_loop
         if bar is not None:
             bar.close()
-        corruption = bag.corruption
-    if corruption and not rows:
-        raise bags.BagError(f"{corruption}; no image could be replayed before it")
 
-    if pipe.kind == "latent":
-        input_log = {st: v[0] for st, v in latents.items()}
-    elif pipe.kind == "pose":
-        input_log = {st: int(t) for st, t in zip(pose_stamps, pose_log) if st is not None}
-    else:
-        input_log = {}
-    tw_stats = _attach_recorded(rows, z_replayed, latents, input_log, tw_log, tw_vals, tw_stamps)
-    wall = time.perf_counter() - t_start
-    n = len(rows)
-    res = ReplayResult(rows=rows, has_pose=any(r["t_err_m"] == r["t_err_m"] for r in rows),
-                       has_recorded=bool(tw_vals))
-    s = {"bag": str(Path(bag_path).absolute()), "images": n, "image_topic": img_topic,
-         "pose_topic": pose_t, "twist_topic": twist_t, "goal": goal_src,
-         "settings": settings.__dict__, "error_units": pipe.law.error_units, "settings_from_bag": recorded is not None and settings == recorded,
-         "published": sum(1 for r in rows if r["published"]),
-         "final_state": rows[-1]["state"] if rows else None,
-         "latent_error_first": rows[0]["error"] if rows else None,
-         "latent_error_last": rows[-1]["error"] if rows else None,
-         "throughput": {"images_per_s": n / t_loop if t_loop > 0 else None,   # read + decode + encode + control
-                        "images_per_s_encode_control": n / (t_enc + t_ctl) if t_enc + t_ctl > 0 else None,
-                        "setup_s": wall - t_loop,    # open the bag, load the model and pose bank, goal
-                        "read_decode_ms_per_image": 1e3 * t_read / max(n, 1),
-                        "encode_ms_per_image": 1e3 * t_enc / max(n, 1),
-                        "control_ms_per_image": 1e3 * t_ctl / max(n, 1),
-                        "batch_size": batch_size, "wall_s": wall,
-                        "torch_threads": _torch_threads()}}
-    if res.has_pose:
+    def flush(self, bar) -> None:
+        if not self.buf:
+            return
+        pipe = self.pipe
+        imgs, poses = [b[0] for b in self.buf], [b[3] for b in self.buf]
+        t0 = time.perf_counter()
+        same = all(i.shape == imgs[0].shape for i in imgs)
+        ys = pipe.measure(np.stack(imgs), poses) if same else \
+            sum((pipe.measure(i[None], [p]) for i, p in zip(imgs, poses)), [])
+        self.t_enc += time.perf_counter() - t0
+        for (img, st, log_ns, T), y in zip(self.buf, ys):
+            self.first_stamp = st if self.first_stamp is None else self.first_stamp
+            if pipe.needs_pose and T is None:
+                raise UserError(f"no camera pose for the image at {st} ns in bag {self.bag_path} (pbvs needs one per image)")
+            tc = time.perf_counter()
+            twist, state, err = pipe.step(y, st * 1e-9)
+            self.t_ctl += time.perf_counter() - tc
+            self.rows.append(_row(len(self.rows), st, self.first_stamp, log_ns, twist, state, err, T, self.goal_pose,
+                                  None if twist is None else pipe.to_camera_frame(twist)))
+            self.z_replayed.append(y if pipe.kind == "latent" else None)
+        if bar is not None:
+            bar.update(len(self.buf))
+        self.buf.clear()
+
+
+def _run_summary(run: _ImageRun, wall: float, batch_size: int) -> dict:
+    rows, n = run.rows, len(run.rows)
+    return {"published": sum(1 for r in rows if r["published"]),
+            "final_state": rows[-1]["state"] if rows else None,
+            "latent_error_first": rows[0]["error"] if rows else None,
+            "latent_error_last": rows[-1]["error"] if rows else None,
+            "throughput": {"images_per_s": n / run.t_loop if run.t_loop > 0 else None,   # read + decode + encode + control
+                           "images_per_s_encode_control": n / (run.t_enc + run.t_ctl) if run.t_enc + run.t_ctl > 0 else None,
+                           "setup_s": wall - run.t_loop,    # open the bag, load the model and pose bank, goal
+                           "read_decode_ms_per_image": 1e3 * run.t_read / max(n, 1),
+                           "encode_ms_per_image": 1e3 * run.t_enc / max(n, 1),
+                           "control_ms_per_image": 1e3 * run.t_ctl / max(n, 1),
+                           "batch_size": batch_size, "wall_s": wall,
+                           "torch_threads": _torch_threads()}}
+
+
+def _add_agreement(s: dict, rows: list[dict], tw_stats: dict | None, corruption: str | None) -> None:
+    """Agreement with PBVS on the true pose, with the recorded twists and latents."""
+    if any(r["t_err_m"] == r["t_err_m"] for r in rows):
         ang = np.array([r["angle_deg"] for r in rows], float)
         ang = ang[np.isfinite(ang)]
         s["agreement_with_pbvs"] = {
@@ -442,16 +479,14 @@ def _replay_offline(bag_path, settings, goal, goal_time, image_topic, pose_topic
             "fraction_within_90deg": float(np.mean(ang < 90)) if ang.size else None,
             "t_err_m_first": rows[0]["t_err_m"], "t_err_m_last": rows[-1]["t_err_m"],
             "r_err_deg_first": rows[0]["r_err_deg"], "r_err_deg_last": rows[-1]["r_err_deg"]}
-    if tw_vals:
+    if tw_stats is not None:
         s["recorded_twists"] = tw_stats
     if corruption:
-        s["corruption"] = corruption + f" (the {n} images before it were replayed)"
+        s["corruption"] = corruption + f" (the {len(rows)} images before it were replayed)"
     dz = np.array([r["rec_latent_diff"] for r in rows], float)
     dz = dz[np.isfinite(dz)]
     if dz.size:
         s["recorded_latents"] = {"compared": int(dz.size), "max_norm_diff": float(dz.max())}
-    res.summary = s
-    return res
 
 
 def _torch_threads():
@@ -705,11 +740,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.publish:
-        if args.rate <= 0 or not math.isfinite(args.rate):
-            raise UserError(f"--rate must be a positive number, got {args.rate}")
-        from .ros.bag_publisher import main_publish
-        return main_publish(args)
+    if args.publish:   # `latent-vs replay --publish` runs latent_vs.ros.bag_publisher (cli.py routes it)
+        raise UserError("--publish republishes over ROS 2: run it as `latent-vs replay BAG --publish`")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.max_images is not None and args.max_images < 1:

@@ -12,6 +12,7 @@ match both reliable and best-effort (sensor-data) subscribers.
 from __future__ import annotations
 
 import importlib
+import math
 import sys
 import time
 
@@ -115,6 +116,16 @@ class BagPublisher(Node):
         if bar is not None:
             bar.close()
         return {"counts": dict(self.counts), "wall_s": time.monotonic() - start_wall, "max_late_s": late}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`latent-vs replay BAG --publish ...`: the live half of `latent-vs replay` (its options:
+    latent_vs.replay.build_parser)."""
+    from ..replay import build_parser
+    args = build_parser().parse_args(argv)
+    if args.rate <= 0 or not math.isfinite(args.rate):
+        raise UserError(f"--rate must be a positive number, got {args.rate}")
+    return main_publish(args)
 
 
 def main_publish(args) -> int:
