@@ -22,5 +22,7 @@ test-fast: setup
 bench: setup
 	@$(VENV)/bin/latent-vs bench --methods pbvs,dvs,mlvs-k1,mlvs-k50 --tasks 500
 
+# also the pose-bank cache (~160 MB per model; it keeps the 3 most recently used by itself)
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf "$${LATENT_VS_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/latent_vs}"

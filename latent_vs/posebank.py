@@ -433,12 +433,36 @@ def default_cache_dir() -> str:
                           os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "latent_vs"))
 
 
+CACHE_KEEP = 3   # banks kept in the cache (~160 MB each); LATENT_VS_CACHE_KEEP overrides
+
+
+def evict_old_banks(cache_dir: str, keep: int | None = None) -> list[str]:
+    """Delete all but the `keep` most recently used banks in cache_dir (use = load or save,
+    by modification time). Returns the deleted paths."""
+    keep = int(os.environ.get("LATENT_VS_CACHE_KEEP", CACHE_KEEP)) if keep is None else keep
+    try:
+        files = [os.path.join(cache_dir, f) for f in os.listdir(cache_dir)
+                 if f.startswith("posebank-") and f.endswith(".npz")]
+        files.sort(key=os.path.getmtime, reverse=True)
+    except OSError:
+        return []
+    gone = []
+    for path in files[max(keep, 0):]:
+        try:
+            os.remove(path)
+            gone.append(path)
+        except OSError:
+            pass
+    return gone
+
+
 def load_or_build(phi, config: BankConfig = BankConfig(), cache_dir: str | None = None,
                   progress: bool = False) -> PoseBank:
     """The bank for (φ, config): read from the cache if there, else built and cached.
 
     A cache file that is unreadable or truncated is rebuilt (and overwritten). cache_dir ""
-    disables the cache."""
+    disables the cache. After a build, only the CACHE_KEEP most recently used banks stay.
+    `make clean` removes the cache directory (default_cache_dir)."""
     cache_dir = default_cache_dir() if cache_dir is None else cache_dir
     if not cache_dir:
         return PoseBank.build(phi, config, progress=progress)
@@ -447,6 +471,10 @@ def load_or_build(phi, config: BankConfig = BankConfig(), cache_dir: str | None 
         try:
             bank = PoseBank.load(path, phi, config)
             bank.set_nprobe(config.nprobe)
+            try:
+                os.utime(path)   # most recently used: the last to be evicted
+            except OSError:
+                pass
             return bank
         except BankError as e:
             import warnings
@@ -455,6 +483,7 @@ def load_or_build(phi, config: BankConfig = BankConfig(), cache_dir: str | None 
     try:
         os.makedirs(cache_dir, exist_ok=True)
         bank.save(path)
+        evict_old_banks(cache_dir)
     except OSError as e:  # a read-only cache is not fatal
         import warnings
         warnings.warn(f"could not cache the pose bank in {path}: {e}")

@@ -9,8 +9,11 @@ VENV=${LATENT_VS_VENV:-.venv}
 PY=${PYTHON:-python3}
 ros_mode=wheels
 if [ -n "${ROS_DISTRO:-}" ] && [ -d "/opt/ros/${ROS_DISTRO}" ]; then ros_mode=system; fi
+# The key hashes the files' contents (committed or not): requirements, setup, and every file
+# the (non-editable) install copies.
 key=$( (cat requirements.txt requirements-ros.txt setup.py package.xml; echo "$ros_mode"; \
-        git ls-files -s latent_vs launch config models worlds 2>/dev/null || find latent_vs launch config models worlds -type f -newer setup.py) | sha1sum | cut -c1-16)
+        find latent_vs launch config models worlds -type f ! -name '*.pyc' -print0 | LC_ALL=C sort -z \
+        | xargs -0 sha1sum) | sha1sum | cut -c1-16)
 stamp="$VENV/.latent_vs_stamp"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$key" ]; then exit 0; fi
 if [ ! -x "$VENV/bin/python" ]; then

@@ -178,3 +178,19 @@ def test_perf_command_runs_on_a_small_bank(tmp_path, capsys):
         assert 0 < res[key]["total_ms"]["median_ms"] <= res[key]["total_ms"]["p99_ms"]
     assert res["speedup_vs_sklearn"]["servo"] > 0 and res["bank"]["size"] > 2000
     assert "speed-up of ours" in capsys.readouterr().out
+
+
+def test_cache_evicts_the_least_recently_used_banks(tmp_path):
+    """The pose-bank cache keeps the `keep` most recently used banks by itself."""
+    import os
+    from latent_vs.posebank import evict_old_banks
+    for i in range(5):
+        p = tmp_path / f"posebank-{i}.npz"
+        p.write_bytes(b"x")
+        os.utime(p, (1000 + i, 1000 + i))
+    (tmp_path / "other.txt").write_text("kept")
+    os.utime(tmp_path / "posebank-0.npz", (2000, 2000))          # used recently: kept
+    gone = evict_old_banks(str(tmp_path), keep=3)
+    assert sorted(os.path.basename(p) for p in gone) == ["posebank-1.npz", "posebank-2.npz"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.txt", "posebank-0.npz", "posebank-3.npz",
+                                                          "posebank-4.npz"]
