@@ -21,6 +21,7 @@ IMPORT_TO_KEY = {
     "geometry_msgs": "geometry_msgs",
     "std_msgs": "std_msgs",
     "std_srvs": "std_srvs",
+    "diagnostic_msgs": "diagnostic_msgs",
     "ament_index_python": "ament_index_python",
     "cv_bridge": "cv_bridge",
     "launch": "launch",

@@ -23,6 +23,10 @@ quaternion. mlvs: the pose bank's Gauss–Newton estimates of z and z* compared;
 pose difference; dvs: the Gauss–Newton step −v/λ).
 Converged: the estimate below converged_translation [m] and converged_rotation [deg] for
 converged_steps inputs in a row (logged with the estimate in mm and degrees).
+/diagnostics (diagnostic_msgs/DiagnosticArray, every diagnostics_period s; latent_vs.ros.diagnostics):
+the state as a level (servoing, converged, idle: OK; no_goal: WARN; stale, fault: ERROR), the
+estimated pose error, the law's error (mlvs: latent error ‖z − z*‖), step time, input age and
+rate, limits hit.
 Safety (latent_vs.servo / latent_vs.safety): limits, input_timeout, future_tolerance,
 faults (also a latent far outside the model's range, an image of an absurd size), converged,
 parameters checked on set (a refused SetParameters says why), and a zero twist when the node
@@ -37,6 +41,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import sys  # noqa: E402
+import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 import rclpy  # noqa: E402
@@ -57,6 +62,7 @@ from ..servo import METHODS, STATES, ServoController, make_law  # noqa: E402
 from .convert import (COMMAND_QOS, GOAL_QOS, LATEST_QOS, STATE_QOS, image_msg_to_array,  # noqa: E402
                       is_zero_stamp, latent_stamp, msg_to_latent, msg_to_pose, pose_to_msg, stamp_to_s,
                       twist_to_msg)
+from .diagnostics import CONTROLLER_LEVELS, PERIOD_PARAMETER, Diagnostics, Window, period_descriptor_range  # noqa: E402
 from .run import run_node  # noqa: E402
 
 WATCHDOG_PERIOD_S = 0.02
@@ -104,6 +110,8 @@ PARAMETERS = {
         "goal view I*: an image file (png, jpg; grey, colour or 16 bit); empty: none"))),
     "autostart": (False, ParameterDescriptor(read_only=True, description=(
         "servo as soon as a goal is set; false: wait for ~/enable"))),
+    PERIOD_PARAMETER: (1.0, ParameterDescriptor(read_only=True, description="period of /diagnostics [s]",
+                                                floating_point_range=period_descriptor_range())),
 }
 
 
@@ -141,6 +149,11 @@ class ControllerNode(Node):
         self.last_input = None        # newest measurement (latent, pose or image) for set_goal_from_current
         self.published_state = None
         self.twists_sent = 0
+        # /diagnostics: numbers over the last period
+        self.step_ms = Window()        # time to process one input [ms]
+        self.input_age = Window()      # receive time - capture stamp of each input [s]
+        self.limits_hit = Window()     # twists the limits scaled down (value: the scale)
+        self.last_event = ""           # the last stale/fault line
 
         self.cmd_pub = self.create_publisher(TwistStamped if self.stamped else Twist, "cmd_twist", COMMAND_QOS)
         self.err_pub = self.create_publisher(Float32, "~/error_norm", 10)
@@ -162,6 +175,8 @@ class ControllerNode(Node):
             self._set_goal_from_file(p["goal_image"], at_start=True)
         self.add_on_set_parameters_callback(self.on_set_parameters)
         self.create_timer(WATCHDOG_PERIOD_S, self.on_watchdog)
+        self.diagnostics = Diagnostics(self, "servo", p[PERIOD_PARAMETER], self._diagnostic_status,
+                                       hardware_id=lambda: self.command_frame, on_publish=self._reset_period)
         self._publish_state(force=True)
         self.get_logger().info(
             f"controller ready: method {self.method}, gain {p['gain']} 1/s, limits {p['max_linear_speed']} m/s "
@@ -297,7 +312,14 @@ class ControllerNode(Node):
     def _process(self, y, stamp) -> None:
         """One input captured at `stamp` (builtin_interfaces/Time; None or zero: unknown):
         safety state machine, error diagnostics (of this input), twist."""
-        twist, state = self.ctl.update(y, self._stamp_s(stamp), self._now_s())
+        t0 = time.perf_counter()
+        stamp_s, now_s = self._stamp_s(stamp), self._now_s()
+        twist, state = self.ctl.update(y, stamp_s, now_s)
+        self.step_ms.add(1e3 * (time.perf_counter() - t0))
+        if stamp_s is not None:
+            self.input_age.add(now_s - stamp_s)
+        if twist is not None and state == "servoing" and self.ctl.last_scale < 1.0:
+            self.limits_hit.add(self.ctl.last_scale)
         if state in ("servoing", "converged") and np.isfinite(self.ctl.error_norm):
             self.err_pub.publish(Float32(data=float(self.ctl.error_norm)))
             if stamp is None or is_zero_stamp(stamp):
@@ -340,8 +362,10 @@ class ControllerNode(Node):
             log = self.get_logger()
             if self.ctl.state == "fault":
                 log.error(f"fault: {ev}; zero twist sent, waiting for good input")
+                self.last_event = f"fault: {ev}"
             elif self.ctl.state == "stale":
                 log.warning(f"stale input: {ev}; zero twist sent")
+                self.last_event = f"stale: {ev}"
             else:
                 log.info(ev)
             self.ctl.event = None
@@ -353,6 +377,44 @@ class ControllerNode(Node):
         if force or state != self.published_state:
             self.state_pub.publish(String(data=state))
             self.published_state = state
+
+    # ------------------------------------------------------------------ /diagnostics
+    def _reset_period(self) -> None:
+        for w in (self.step_ms, self.input_age, self.limits_hit):
+            w.reset()
+
+    def _diagnostic_status(self, period_s: float):
+        c = self.ctl
+        state = c.state
+        est = c.pose_error if state in ("servoing", "converged") else np.full(6, np.nan)
+        error_name = "latent error ‖z − z*‖" if self.law.kind == "latent" else f"{self.method} error norm"
+        values = {
+            "state": state,
+            "method": self.method,
+            "enabled": c.enabled,
+            "goal": "set" if c.has_goal else "none",
+            "estimated translation error [mm]": 1e3 * float(np.linalg.norm(est[:3])),
+            "estimated rotation error [deg]": float(np.rad2deg(np.linalg.norm(est[3:]))),
+            error_name: c.error_norm if state in ("servoing", "converged") else None,
+            "inputs [Hz]": self.step_ms.n / period_s,
+            "step time [ms]": self.step_ms.mean,
+            "step time max [ms]": self.step_ms.max,
+            "input age [s]": self.input_age.last if self.input_age.n else None,
+            "input age max [s]": self.input_age.max,
+            "limits hit (period)": self.limits_hit.n,
+            "limits hit (total)": self.limits_hit.total,
+            "twists sent": self.twists_sent,
+            "input_timeout [s]": c.input_timeout,
+            "last stale/fault": self.last_event or "none",
+        }
+        message = {"servoing": "servoing", "converged": "converged: the arm holds still",
+                   "idle": "idle: waiting for ~/enable", "no_goal": "enabled but no goal: the arm holds still",
+                   }.get(state, self.last_event or state)
+        if state in ("stale", "fault"):
+            message += "; zero twist sent"
+        elif state == "servoing" and self.limits_hit.n:
+            message += f" (speed limits hit on {self.limits_hit.n} twists)"
+        return CONTROLLER_LEVELS[state], message, values
 
     def stop(self) -> None:
         """Zero twist on the way out (called by run_node and the demo before shutdown)."""

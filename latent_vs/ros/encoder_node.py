@@ -161,7 +161,13 @@ class EncoderNode(Node):
         key = line if key is None else key
         if key not in self.logged:
             self.logged.add(key)
-            getattr(self.get_logger(), level)(line)
+            log = self.get_logger()   # one call site per severity (rclpy's logger wants that)
+            if level == "error":
+                log.error(line)
+            elif level == "warning":
+                log.warning(line)
+            else:
+                log.info(line)
 
     def on_camera_info(self, msg: CameraInfo) -> None:
         self.camera_info_count += 1
@@ -272,7 +278,7 @@ class EncoderNode(Node):
         # the first images may come just before the first camera_info: a grace period
         if self.camera_info_count == 0 and now - self.first_image_t > self.no_image_warning:
             self._log_once("error", f"strict_intrinsics: {why} for {now - self.first_image_t:.1f} s; "
-                                    "no latents are published, the controller stops (stale)")
+                                    "no latents are published, the controller stops (stale)", ("strict", why))
         elif self.camera is not None and self.check.ok:  # the size differs (the other reasons log on camera_info)
             self._log_once("error", f"strict_intrinsics: {why}; no latents are published, the controller stops (stale)")
         return True
