@@ -424,7 +424,7 @@ class Bag:
             self._reader = Reader(p)
             self._reader.open()
         except Exception as e:  # rosbags raises ReaderError, OSError, apsw and struct errors
-            raise BagError(f"cannot read bag {p}: corrupt or truncated ({_one_line(e)})") from None
+            raise BagError(f"cannot read bag {p}: {_damage_hint(e)}") from None
         self.corruption: str | None = None   # one line: where the damage is, once found
         self._damage_ns: int | None = None   # messages logged from here on are not read
         for f in ([p] if p.is_file() else sorted(p.glob("*.mcap"))):
@@ -511,7 +511,7 @@ class Bag:
         except BagError:
             raise
         except Exception as e:
-            line = f"cannot read bag {self.path}: corrupt or truncated ({_one_line(e)})"
+            line = f"cannot read bag {self.path}: {_damage_hint(e)}"
             if not stop_at_damage:
                 raise BagError(line) from None
             self.corruption = self.corruption or line
@@ -521,8 +521,8 @@ class Bag:
         try:
             return m.msg
         except Exception as e:
-            raise BagError(f"cannot decode a {m.msgtype} on {m.topic} in bag {self.path}: corrupt data "
-                           f"({_one_line(e)})") from None
+            raise BagError(f"cannot decode a {m.msgtype} on {m.topic} in bag {self.path}: the message's bytes "
+                           "are corrupt (the bag was damaged after it was written)") from None
 
     def close(self) -> None:
         if getattr(self, "_reader", None) is not None and self._reader.is_open:
@@ -538,6 +538,15 @@ class Bag:
 
 IMAGE_TYPES = (IMAGE, COMPRESSED_IMAGE)
 TWIST_TYPES = (TWIST, TWIST_UNSTAMPED)
+
+
+def _damage_hint(e: BaseException) -> str:
+    """What a reader exception means for the user, in their words (not the library's)."""
+    if "metadata" in str(e).lower() or "yaml" in type(e).__name__.lower():
+        return ("corrupt or truncated: its metadata.yaml cannot be read (edited by hand, or cut short); "
+                "re-copy the bag")
+    return ("corrupt or truncated: a data file is damaged or shorter than its index says (a copy cut short, "
+            "a full disk, or a recorder that was killed); re-copy or re-record it")
 
 
 def _one_line(e: BaseException) -> str:

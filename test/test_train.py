@@ -99,6 +99,9 @@ def test_config_errors_name_the_file_and_key(tmp_path):
     p.write_text("scene: {texture: nowhere.png}\n")
     with pytest.raises(UserError, match=r"nowhere\.png"):
         load_config(str(p))
+    p.write_text("name: x\ntrain:\n  lr: [1, 2\nkind: mlvs\n")     # a YAML error: file, line, column
+    with pytest.raises(UserError, match=r"c\.yaml, line 4, column 5: not valid YAML \(expected ','"):
+        load_config(str(p))
     assert cli.main(["train", str(tmp_path / "missing.yaml")]) == 2
 
 

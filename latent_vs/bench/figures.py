@@ -11,7 +11,7 @@
   z_I − z_I*, camera twists, and the 3-D trajectory. Default start: the paper's robot
   experiment, Δr0 = (−8.16 cm, 7.27 cm, −29.98 cm, 24.86°, −10.16°, 135.06°), 1200 iterations.
 
-    latent-vs figures [--model DIR] [--out docs] [--which 3a,3b,4] [--task N] [--iters N]
+    latent-vs figures [--model DIR] [--out figures] [--which 3a,3b,4] [--task N] [--iters N]
 
 Methods whose model is missing are left out of Fig. 3b with a note (Fig. 3a and 4 need the
 MLVS model).
@@ -229,7 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
                                             "trajectories of every method on one task) and a Fig. 4-style panel "
                                             "of one MLVS run, as PNGs, by closed-loop simulation.")
     p.add_argument("--model", default=None, help="MLVS model directory (default: models/default)")
-    p.add_argument("--out", default="docs", help="output folder (default: docs)")
+    p.add_argument("--out", default="figures", help="output folder (default: figures; the README's copies are "
+                                                    "in docs/, overwritten only when you pass --out docs)")
     p.add_argument("--which", default="3a,3b,4", help="comma list of 3a, 3b, 4 (default: all)")
     p.add_argument("--methods", default=",".join(FIG3B_METHODS),
                    help=f"methods of Fig. 3b (default: {','.join(FIG3B_METHODS)})")

@@ -13,7 +13,7 @@ from typing import Literal, get_args, get_origin, get_type_hints
 
 import yaml
 
-from ..errors import UserError
+from ..errors import UserError, yaml_error
 
 
 @dataclass
@@ -346,7 +346,7 @@ def load_config(path: str, overrides: dict | None = None) -> TrainConfig:
         with open(path) as f:
             data = yaml.safe_load(f) or {}
     except yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        raise yaml_error(path, e) from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping of config keys")
     for key, value in (overrides or {}).items():

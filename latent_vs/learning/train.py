@@ -177,44 +177,62 @@ def _fmt(v):
     return f"{v:.6g}" if isinstance(v, float) else v
 
 
+def _read_columns(path: str) -> dict:
+    """A CSV log as {column: [float]} (NaN where a cell is not a number); {} when missing."""
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    cols: dict = {}
+    for r in rows:
+        for k, v in r.items():
+            try:
+                cols.setdefault(k, []).append(float(v))
+            except (TypeError, ValueError):
+                cols.setdefault(k, []).append(float("nan"))
+    return cols
+
+
+def smooth(values, window: int) -> np.ndarray:
+    """Moving average over `window` points (NaNs skipped; the first points average what exists)."""
+    v = np.asarray(values, float)
+    ok = np.isfinite(v)
+    c = np.concatenate([[0.0], np.cumsum(np.where(ok, v, 0.0))])
+    n = np.concatenate([[0], np.cumsum(ok)])
+    i = np.arange(1, len(v) + 1)
+    lo = np.maximum(i - window, 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (c[i] - c[lo]) / (n[i] - n[lo])
+
+
 def plot_curves(train_csv: str, eval_csv: str, png: str) -> None:
-    """Loss curves (train terms vs step; held-out diagnostics vs step) as a PNG."""
+    """Loss curves as a PNG: the training terms against the step (log scale; each term faint
+    as logged and bold as a moving average over ~2% of the run) and the held-out diagnostics."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    def load(p):
-        if not os.path.isfile(p):
-            return {}
-        with open(p) as f:
-            rows = list(csv.DictReader(f))
-        cols = {}
-        for r in rows:
-            for k, v in r.items():
-                try:
-                    cols.setdefault(k, []).append(float(v))
-                except (TypeError, ValueError):
-                    cols.setdefault(k, []).append(float("nan"))
-        return cols
-
-    tr, ev = load(train_csv), load(eval_csv)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    tr, ev = _read_columns(train_csv), _read_columns(eval_csv)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     skip = {"step", "epoch", "elapsed_s", "lr", "images_per_s", "stage"}
+    window = max(1, len(tr.get("step", [])) // 50)
     for k, v in tr.items():
-        if k not in skip and "step" in tr:
-            axes[0].plot(tr["step"], v, label=k, lw=1)
-    axes[0].set_yscale("log")
-    axes[0].set_xlabel("step")
-    axes[0].set_title("training loss")
+        if k not in skip and "step" in tr and np.nanmax(np.abs(v), initial=0) > 0:
+            line, = axes[0].plot(tr["step"], v, lw=0.5, alpha=0.25)
+            axes[0].plot(tr["step"], smooth(v, window), lw=1.6, color=line.get_color(), label=k)
+    axes[0].set_title(f"training loss terms (faint: per log line; bold: mean of {window})")
+    axes[0].set_ylabel("loss (log scale)")
     for k, v in ev.items():
-        if k not in skip and "step" in ev and not k.startswith("corr"):
+        if k not in skip and "step" in ev and not k.startswith("corr") and np.nanmax(np.abs(v), initial=0) > 0:
             axes[1].plot(ev["step"], v, "o-", label=k, ms=3, lw=1)
-    axes[1].set_yscale("log")
-    axes[1].set_xlabel("step")
-    axes[1].set_title("held-out diagnostics")
+    axes[1].set_title("held-out diagnostics (lower is better)")
+    axes[1].set_ylabel("value (log scale)")
     for ax in axes:
+        ax.set_yscale("log")
+        ax.set_xlabel("training step")
+        ax.grid(True, which="both", alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     tmp = png + ".tmp.png"
     fig.savefig(tmp, dpi=90)

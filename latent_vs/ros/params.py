@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import yaml
 
-from ..errors import UserError
+from ..errors import UserError, yaml_error
 
 
 def read_params_file(path: str) -> dict[str, dict]:
@@ -12,8 +12,10 @@ def read_params_file(path: str) -> dict[str, dict]:
     try:
         with open(path) as f:
             doc = yaml.safe_load(f) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise UserError(f"cannot read parameter file {path}: {e}") from None
+    except OSError as e:
+        raise UserError(f"cannot read parameter file {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise yaml_error(path, e) from None
     out = {}
     for key, body in doc.items():
         if not isinstance(body, dict) or "ros__parameters" not in body:
