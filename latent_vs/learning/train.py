@@ -67,6 +67,7 @@ from ..errors import UserError
 from ..scene import Scene, goal_pose
 from . import data
 from .config import TrainConfig, load_config, save_config
+from .distributed import DataParallel
 from .losses import data_weights
 
 OBJECTIVES: dict[str, str] = {
@@ -262,6 +263,7 @@ class Trainer:
             self.budget_s = max(1.0, min(self.budget_s or math.inf, float(deadline) - self.t_start))
         os.makedirs(run_dir, exist_ok=True)
         self.ckpt_path = os.path.join(run_dir, "checkpoint.pt")
+        self.dp, self.opt_steps = DataParallel(), 0     # run() joins torchrun's process group, if any
         if resume and not os.path.isfile(self.ckpt_path):
             raise UserError(f"--resume: no checkpoint in {run_dir}")
 
@@ -328,7 +330,8 @@ class Trainer:
                 "torch_rng": torch.get_rng_state(), **extra}
 
     def save_checkpoint(self, step, elapsed, extra) -> None:
-        _atomic_torch_save(self.state(step, elapsed, extra), self.ckpt_path)
+        if self.dp.is_main:
+            _atomic_torch_save(self.state(step, elapsed, extra), self.ckpt_path)
 
     def load_checkpoint(self) -> dict:
         from .export import load_checkpoint_file
@@ -350,6 +353,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ diagnostics
     def evaluate(self) -> dict:
+        """Held-out diagnostics (rank 0 only: {} on the others)."""
+        if not self.dp.is_main:
+            return {}
         mods = self.objective.modules()
         for m in mods.values():
             m.eval()
@@ -360,128 +366,166 @@ class Trainer:
         return {k: float(v) for k, v in diag.items()}
 
     # ------------------------------------------------------------------ main loop
-    def run(self, device: torch.device) -> dict:
-        cfg = self.cfg
-        self.setup(device)
-        ctx = self.ctx
-        save_config(cfg, os.path.join(self.run_dir, "config.yaml"))
-        train_log = CsvLog(os.path.join(self.run_dir, "train_log.csv"), self.resume)
-        eval_log = CsvLog(os.path.join(self.run_dir, "eval_log.csv"), self.resume)
-        step, prev_elapsed, extra = 0, 0.0, {"pretrain": None, "history": []}
+    def run(self, device: torch.device) -> dict | None:
+        """Train, then export. Under torchrun, every rank trains and rank 0 alone logs,
+        checkpoints and exports (other ranks return None); see distributed.py."""
+        self.dp = DataParallel.from_env(device)
+        device = self.dp.device(device)
+        self.quiet = self.quiet or not self.dp.is_main
+        try:
+            self.setup(device)
+            step, extra = self._begin()
+            step, stop_reason = self._train(step, extra)
+            return self._finish(step, extra, stop_reason, device) if self.dp.is_main else None
+        finally:
+            self.dp.close()
+
+    def elapsed(self) -> float:
+        """Training time of the whole run (earlier sessions included)."""
+        return self.prev_elapsed + time.time() - self.t_start
+
+    def _begin(self) -> tuple[int, dict]:
+        """Logs, resume, the time budget, stage 1; returns (step, checkpoint extras)."""
+        cfg, ctx, main = self.cfg, self.ctx, self.dp.is_main
+        if main:
+            save_config(cfg, os.path.join(self.run_dir, "config.yaml"))
+            self.train_log = CsvLog(os.path.join(self.run_dir, "train_log.csv"), self.resume)
+            self.eval_log = CsvLog(os.path.join(self.run_dir, "eval_log.csv"), self.resume)
+        step, self.prev_elapsed, extra = 0, 0.0, {"pretrain": None, "history": []}
         if self.resume:
             ck = self.load_checkpoint()
-            step, prev_elapsed = int(ck["step"]), float(ck["elapsed_s"])
+            step, self.prev_elapsed = int(ck["step"]), float(ck["elapsed_s"])
             extra = {"pretrain": ck.get("pretrain"), "history": ck.get("history", [])}
-            self.log(f"[resume] step {step}, {prev_elapsed / 60:.1f} min trained so far")
-        session_start = self.t_start
-
-        def elapsed():
-            return prev_elapsed + time.time() - session_start
-
+            self.log(f"[resume] step {step}, {self.prev_elapsed / 60:.1f} min trained so far")
         # the budget counts the whole run; keep a reserve for the final diagnostics + export
         t0 = time.time()
         first = self.evaluate()
-        eval_s = time.time() - t0
-        reserve = 8.0 + 3 * eval_s
-        deadline = None
+        reserve = 8.0 + 3 * (time.time() - t0)
+        self.deadline = None
         if self.budget_s:
-            deadline = session_start + (self.budget_s - prev_elapsed) - reserve
-            ctx.deadline = deadline
-            if time.time() >= deadline:
+            self.deadline = ctx.deadline = self.t_start + (self.budget_s - self.prev_elapsed) - reserve
+            if time.time() >= self.deadline:
                 self.log(f"[budget] {self.budget_s / 60:.1f} min already used: exporting only")
-        self.log(f"[eval] before training: " + ", ".join(f"{k} {v:.4g}" for k, v in first.items()))
-
-        # stage 1 (e.g. φ alone for MLVS)
+        self.log("[eval] before training: " + ", ".join(f"{k} {v:.4g}" for k, v in first.items()))
         if extra["pretrain"] is None and hasattr(self.objective, "pretrain") and ctx.time_left() > 0:
-            t0 = time.time()
+            t0 = time.time()    # stage 1 (e.g. φ alone for MLVS)
             pre = self.objective.pretrain(ctx) or {}
             pre = {k: (float(v) if isinstance(v, (int, float, np.floating)) else v) for k, v in pre.items()}
             pre["wall_time_s"] = round(time.time() - t0, 1)
             extra["pretrain"] = pre
             self.log(f"[stage 1] done in {pre['wall_time_s']:.0f} s: " +
                      ", ".join(f"{k} {v:.4g}" for k, v in pre.items() if isinstance(v, float)))
-            self.save_checkpoint(step, elapsed(), extra)
+            self.save_checkpoint(step, self.elapsed(), extra)
+        self.dp.broadcast_modules(self.objective.modules())   # every rank starts from rank 0's weights
+        return step, extra
 
-        total = cfg.total_steps()
-        spe = cfg.steps_per_epoch()
-        eval_every = cfg.train.eval_every_steps or spe
-        imgs_per_step = cfg.batch_poses() * (cfg.data.perturbations + 1)
-        self.log(f"[train] {cfg.kind} on {device}: ψ ResNet-{cfg.psi.depth} w{cfg.psi.width} {cfg.image_size}px, "
-                 f"{total} steps ({total / spe:.2f} epochs of {spe} steps, {imgs_per_step} images/step), "
+    def _train(self, step: int, extra: dict) -> tuple[int, str]:
+        """Stage 2, the joint training loop; returns (step reached, why it stopped)."""
+        cfg, ctx = self.cfg, self.ctx
+        total, spe = cfg.total_steps(), cfg.steps_per_epoch()
+        self.log(f"[train] {cfg.kind} on {ctx.device}" + (f" x {self.dp.world} ranks" if self.dp.active else "") +
+                 f": ψ ResNet-{cfg.psi.depth} w{cfg.psi.width} {cfg.image_size}px, {total} steps ({total / spe:.2f} "
+                 f"epochs of {spe} steps, {self.images_per_step()} images/step), "
                  f"{'bf16' if ctx.amp_dtype else 'fp32'}, budget {self.budget_s / 60 if self.budget_s else '-'} min")
         stage2_start = time.time()
-        stage2_budget = (deadline - stage2_start) if deadline else None
-        source = self.make_source(cfg.seed * 1000003 + step) if step < total and ctx.time_left() > 0 else None
-        mods = self.objective.modules()
-        for m in mods.values():
+        stage2_budget = (self.deadline - stage2_start) if self.deadline else None
+        source, self.opt_steps = None, step
+        if step < total and ctx.time_left() > 0:   # each rank renders its own poses
+            source = self.make_source(cfg.seed * 1000003 + step + 7919 * self.dp.rank)
+        for m in self.objective.modules().values():
             m.train()
         params = [p for g in self.opt.param_groups for p in g["params"]]
-        last_ckpt = time.time()
-        win_t, win_imgs = time.time(), 0
-        best = None
+        self._last_ckpt, self._window = time.time(), (time.time(), 0)
         from tqdm import tqdm
         bar = tqdm(total=total, initial=step, desc=f"train {cfg.name}", unit="step", disable=self.quiet,
                    dynamic_ncols=True, mininterval=2.0)
         stop_reason = "steps"
         try:
             while step < total:
-                if ctx.time_left() <= 0:
+                tfrac = 0.0 if not stage2_budget else (time.time() - stage2_start) / max(1e-9, stage2_budget)
+                stop, tfrac = self.dp.agree(ctx.time_left() <= 0, tfrac)
+                if stop:
                     stop_reason = "time budget"
                     break
-                tfrac = 0.0 if not stage2_budget else (time.time() - stage2_start) / max(1e-9, stage2_budget)
                 f = lr_factor(step, total, tfrac, cfg.train.warmup_steps, cfg.train.schedule)
-                for g in self.opt.param_groups:
-                    g["lr"] = g["base_lr"] * f
-                batch = next(source)
-                with ctx.autocast():
-                    loss, logs = self.objective.loss(batch)
-                if not torch.isfinite(loss):
-                    raise RuntimeError(f"loss is {loss.item()} at step {step}: lower the learning rate")
-                self.opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.train.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
-                self.opt.step()
+                loss, logs = self.train_step(next(source), params, f)
                 step += 1
-                win_imgs += imgs_per_step
                 bar.update(1)
-                if step % cfg.train.log_every_steps == 0 or step == total:
-                    now = time.time()
-                    rate = win_imgs / max(1e-9, now - win_t)
-                    win_t, win_imgs = now, 0
-                    row = {"step": step, "epoch": step / spe, "elapsed_s": elapsed(), "lr": f * cfg.train.lr,
-                           "images_per_s": rate, "loss": float(loss.detach())}
-                    row.update({k: v for k, v in logs.items() if k != "loss"})
-                    train_log.write(row)
-                    bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{rate:.0f}")
-                if step % eval_every == 0 and step < total:
-                    diag = self.evaluate()
-                    eval_log.write({"step": step, "epoch": step / spe, "elapsed_s": elapsed(), **diag})
-                    extra["history"].append({"step": step, **diag})
-                    self.log(f"[eval] step {step} (epoch {step / spe:.1f}): " +
-                             ", ".join(f"{k} {v:.4g}" for k, v in diag.items()))
-                if time.time() - last_ckpt > 60 * cfg.train.checkpoint_every_min:
-                    self.save_checkpoint(step, elapsed(), extra)
-                    last_ckpt = time.time()
+                self._after_step(step, total, f, loss, logs, extra, bar)
         finally:
             bar.close()
             if source is not None:
                 source.close()
-        train_wall = elapsed()
+        return step, stop_reason
+
+    def images_per_step(self) -> int:
+        return self.cfg.batch_poses() * (self.cfg.data.perturbations + 1)
+
+    def train_step(self, batch, params: list, lr_scale: float) -> tuple[float, dict]:
+        """One update: loss, backward, gradients averaged over the ranks, clip, Adam.
+        Returns (the loss, averaged over the ranks; the objective's log terms)."""
+        cfg = self.cfg
+        for g in self.opt.param_groups:
+            g["lr"] = g["base_lr"] * lr_scale
+        with self.ctx.autocast():
+            loss, logs = self.objective.loss(batch)
+        self.opt.zero_grad(set_to_none=True)
+        if torch.isfinite(loss):
+            loss.backward()
+        mean_loss = self.dp.average_gradients(params, loss)
+        if not math.isfinite(mean_loss):
+            raise RuntimeError(f"loss is {mean_loss} at step {self.opt_steps + 1}: lower the learning rate")
+        if cfg.train.grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
+        self.opt.step()
+        self.opt_steps += 1
+        return mean_loss, logs
+
+    def _after_step(self, step: int, total: int, f: float, loss: float, logs: dict, extra: dict, bar) -> None:
+        """Rank 0: the training log line, held-out diagnostics, periodic checkpoints."""
+        if not self.dp.is_main:
+            return
+        cfg, spe = self.cfg, self.cfg.steps_per_epoch()
+        win_t, win_steps = self._window
+        self._window = (win_t, win_steps + 1)
+        if step % cfg.train.log_every_steps == 0 or step == total:
+            now = time.time()
+            rate = self._window[1] * self.images_per_step() * self.dp.world / max(1e-9, now - win_t)
+            self._window = (now, 0)
+            row = {"step": step, "epoch": step / spe, "elapsed_s": self.elapsed(), "lr": f * cfg.train.lr,
+                   "images_per_s": rate, "loss": loss}
+            row.update({k: v for k, v in logs.items() if k != "loss"})
+            self.train_log.write(row)
+            bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{rate:.0f}")
+        if step % (cfg.train.eval_every_steps or spe) == 0 and step < total:
+            diag = self.evaluate()
+            self.eval_log.write({"step": step, "epoch": step / spe, "elapsed_s": self.elapsed(), **diag})
+            extra["history"].append({"step": step, **diag})
+            self.log(f"[eval] step {step} (epoch {step / spe:.1f}): " + ", ".join(f"{k} {v:.4g}" for k, v in diag.items()))
+        if time.time() - self._last_ckpt > 60 * cfg.train.checkpoint_every_min:
+            self.save_checkpoint(step, self.elapsed(), extra)
+            self._last_ckpt = time.time()
+
+    def _finish(self, step: int, extra: dict, stop_reason: str, device) -> dict:
+        """Rank 0: final checkpoint, diagnostics, loss curves, export."""
+        train_wall = self.elapsed()
         self.save_checkpoint(step, train_wall, extra)
         final = self.evaluate()
-        eval_log.write({"step": step, "epoch": step / spe, "elapsed_s": elapsed(), **final})
+        self.eval_log.write({"step": step, "epoch": step / self.cfg.steps_per_epoch(), "elapsed_s": self.elapsed(),
+                             **final})
         self.log(f"[eval] final (step {step}, stopped by {stop_reason}): " +
                  ", ".join(f"{k} {v:.4g}" for k, v in final.items()))
         try:
-            plot_curves(train_log.path, eval_log.path, os.path.join(self.run_dir, "loss.png"))
+            plot_curves(self.train_log.path, self.eval_log.path, os.path.join(self.run_dir, "loss.png"))
         except Exception as e:  # plotting must never lose a trained model
             self.log(f"[warn] loss curves not plotted: {e}")
         meta = self.meta(final, extra, step, train_wall, stop_reason, device)
+        if self.dp.active:
+            meta["training"]["processes"] = self.dp.world
         if hasattr(self.objective, "latent_norm"):
             meta["latent_norm"] = self.objective.latent_norm(self.held_t)
         self.objective.export(self.out_dir, meta)
-        self.log(f"[export] {self.out_dir} ({elapsed():.0f} s since start)")
+        self.log(f"[export] {self.out_dir} ({self.elapsed():.0f} s since start)")
         return meta
 
     def meta(self, final: dict, extra: dict, step: int, wall: float, stop_reason: str, device) -> dict:
@@ -624,6 +668,8 @@ def main(argv=None) -> int:
     run_dir = a.run_dir or os.path.join("runs", cfg.name)
     tr = Trainer(cfg, out, run_dir, resume=a.resume, time_budget_min=a.time_budget_min, quiet=a.quiet)
     meta = tr.run(device)
+    if meta is None:   # a torchrun rank other than 0: rank 0 exports and reports
+        return 0
     d = meta["diagnostics"]
     print(f"exported {out}: " + ", ".join(f"{k} {v:.4g}" for k, v in d.items()) +
           f"; {meta['training']['steps']} steps in {meta['training']['wall_time_s'] / 60:.1f} min on {meta['training']['device']}")
