@@ -151,8 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+def _check_args(args) -> None:
     if args.tasks <= 0:
         raise UserError(f"--tasks must be positive (got {args.tasks})")
     if args.iters <= 0:
@@ -165,7 +164,6 @@ def main(argv=None) -> int:
         raise UserError(f"--plot-task must be in [0, {args.tasks - 1}] (got {args.plot_task})")
     if args.model is not None and not os.path.isdir(args.model):
         raise UserError(f"--model: no such model directory: {args.model}")
-    methods = parse_methods(args.methods)
     try:
         os.makedirs(args.out, exist_ok=True)
         report.write_atomic(os.path.join(args.out, ".write-test"), b"")
@@ -173,47 +171,49 @@ def main(argv=None) -> int:
     except OSError as e:
         raise UserError(f"cannot write to --out {args.out}: {e.strerror or e}") from e
 
-    # the reference first, then each method (a plain duplicate of pbvs is the reference itself)
+
+def plan_runs(methods: list, model: str | None, perturbed: str) -> tuple[list, dict]:
+    """The runs (name, kw, perturbed) — the PBVS reference first (a plain duplicate of pbvs is
+    the reference itself) — and the laws by label."""
     runs = [("pbvs", {}, False)]
-    variants = {"no": [False], "yes": [True], "both": [False, True]}[args.perturbed]
+    variants = {"no": [False], "yes": [True], "both": [False, True]}[perturbed]
     laws = {}
     for name, kw in methods:
         lab = label_of(name, kw)
         if lab not in laws:
-            laws[lab] = make_law(name, args.model, kw)
+            laws[lab] = make_law(name, model, kw)
         for pert in (variants if laws[lab].camera is not None else [False]):
             if (name, kw, pert) not in runs:
                 runs.append((name, kw, pert))
-    laws.setdefault("pbvs", make_law("pbvs", args.model, {}))
+    laws.setdefault("pbvs", make_law("pbvs", model, {}))
+    return runs, laws
 
-    scene = SceneConfig()
-    goal = goal_pose(scene)
-    for lab, law in laws.items():
-        if law_scene(law) != scene:
-            print(f"note: {lab} was made for another scene than the default; tasks use the default scene",
-                  file=sys.stderr)
-    tasks = sample_tasks(args.tasks, args.seed, scene)
+
+def _worker_pool(workers: int):
+    if workers <= 1:
+        return None
+    import multiprocessing as mp
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    pool = mp.get_context("spawn").Pool(workers)
+    # a plain `kill` of the command must not orphan its workers: turn SIGTERM into an exit
+    # that runs the caller's `finally` (pool.terminate)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    return pool
+
+
+def run_all(runs, laws, tasks, goal, args) -> tuple[list, dict, dict]:
+    """Every run in closed loop: (table rows, per-task metrics by key, SimResults by key)."""
     L = args.iters + 1
-
-    pool = None
-    if args.workers > 1:
-        import multiprocessing as mp
-        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ.setdefault(var, "1")
-        pool = mp.get_context("spawn").Pool(args.workers)
-        # a plain `kill` of the command must not orphan its workers: turn SIGTERM into an exit
-        # that runs the `finally` below (pool.terminate)
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    pool = _worker_pool(args.workers)
     _limit_threads()
-    t_start = time.time()
     rows, per_task, results, ref = [], {}, {}, None
     try:
         for name, kw, pert in runs:
             lab = label_of(name, kw)
             key = f"{lab}/{'perturbed' if pert else 'clean'}"
             res, wall = run_method(name, kw, laws[lab], tasks, args, pert, pool, desc=key)
-            if ref is None:
-                ref = res
+            ref = res if ref is None else ref
             figs = [dict(task=i, **M.task_metrics(goal, res.poses[i], res.n_poses[i], res.last_velocities[i],
                                                  res.reason[i], ref.poses[i], ref.n_poses[i], L))
                     for i in range(len(tasks))]
@@ -225,31 +225,58 @@ def main(argv=None) -> int:
     finally:
         if pool is not None:
             pool.terminate()
-    wall_total = time.time() - t_start
+    return rows, per_task, results
 
-    # plot data: one task's trajectories and error curves (by default the task most runs converged
-    # on, so that the figure shows every method arriving), and the median errors over all tasks
+
+def plot_data(results: dict, per_task: dict, goal, n_tasks: int, plot_task: int) -> tuple[int, dict, dict]:
+    """One task's trajectories and error curves (by default the task most runs converged on, so
+    that the figure shows every method arriving), and the median errors over all tasks."""
     conv = np.array([[f["converged"] for f in figs] for figs in per_task.values()])
-    plot_task = args.plot_task if args.plot_task >= 0 else int(np.argmax(conv.sum(0)))
+    plot_task = plot_task if plot_task >= 0 else int(np.argmax(conv.sum(0)))
     traj_plot, curves = {}, {}
     for key, res in results.items():
         i, n_max = plot_task, int(res.n_poses.max())
         traj_plot[key] = res.poses[i, :res.n_poses[i]].astype(float)
-        t_all, r_all = np.empty((len(tasks), n_max)), np.empty((len(tasks), n_max))
-        for s in range(0, len(tasks), 50):  # in blocks: (50, n_max, 4, 4) at a time
+        t_all, r_all = np.empty((n_tasks, n_max)), np.empty((n_tasks, n_max))
+        for s in range(0, n_tasks, 50):  # in blocks: (50, n_max, 4, 4) at a time
             blk = SimResult(res.poses[s:s + 50, :n_max], res.n_poses[s:s + 50], None, None)
             t_all[s:s + 50], r_all[s:s + 50] = M.pose_errors(goal, _padded(blk, n_max))
         curves[key] = {"t": t_all[i, :res.n_poses[i]], "r": r_all[i, :res.n_poses[i]],
                        "t_median": np.median(t_all, 0), "r_median": np.median(r_all, 0)}
+    return plot_task, traj_plot, curves
 
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    methods = parse_methods(args.methods)
+    _check_args(args)
+    runs, laws = plan_runs(methods, args.model, args.perturbed)
+    scene = SceneConfig()
+    goal = goal_pose(scene)
+    for lab, law in laws.items():
+        if law_scene(law) != scene:
+            print(f"note: {lab} was made for another scene than the default; tasks use the default scene",
+                  file=sys.stderr)
+    tasks = sample_tasks(args.tasks, args.seed, scene)
+    t_start = time.time()
+    rows, per_task, results = run_all(runs, laws, tasks, goal, args)
+    wall_total = time.time() - t_start
+    plot_task, traj_plot, curves = plot_data(results, per_task, goal, len(tasks), args.plot_task)
+    write_results(args, argv, rows, per_task, wall_total, plot_task, traj_plot, curves, goal, scene)
+    return 0
+
+
+def write_results(args, argv, rows, per_task, wall_total, plot_task, traj_plot, curves, goal, scene) -> None:
+    """table.md, summary.json, tasks.json, trajectories.png, errors.png in --out; the table on stdout."""
     config = {"methods": args.methods, "tasks": args.tasks, "seed": args.seed, "iters": args.iters,
               "perturbed": args.perturbed, "model": args.model, "workers": args.workers,
               "command": "latent-vs bench " + " ".join(argv if argv is not None else sys.argv[1:]),
               "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()} {platform.release()}",
               "python": platform.python_version()}
+    ref = per_task["pbvs/clean"]
     summary = {"config": config, "wall_time_s": wall_total, "rows": rows, "plot_task": plot_task,
-               "initial_error": {"t_mean_cm": 100 * np.mean([f["t0_m"] for f in per_task[f'pbvs/clean']]),
-                                 "r_mean_deg": float(np.degrees(np.mean([f["r0_rad"] for f in per_task['pbvs/clean']])))},
+               "initial_error": {"t_mean_cm": 100 * np.mean([f["t0_m"] for f in ref]),
+                                 "r_mean_deg": float(np.degrees(np.mean([f["r0_rad"] for f in ref])))},
                "metrics": "latent_vs/bench/metrics.py"}
     from . import plots
     out = args.out
@@ -266,4 +293,3 @@ def main(argv=None) -> int:
     print(report.text(rows))
     print(f"\nwall time {wall_total:.1f} s ({args.workers} worker(s)); results in {out}/ "
           f"(table.md, summary.json, tasks.json, trajectories.png, errors.png)")
-    return 0
