@@ -68,33 +68,59 @@ def main(argv=None) -> int:
     out_dir = os.path.dirname(os.path.abspath(a.out))
     if not os.path.isdir(out_dir):
         raise UserError(f"--out: no such directory: {out_dir}")
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    import faiss
-    import torch
     from tqdm import tqdm
 
     from ..control.mlvs import MLVS
-    from ..geometry import latent_twist, pose_difference, se3_exp
+    model, res = _setup(a)
+    prog = tqdm(total=6, desc="perf", unit="stage")
+    bank = _measure_bank(model, a.bank_size, out_dir, res)
+    prog.update()
+    tasks = _measure_psi(model, a.steps, res)
+    prog.update()
+    law = MLVS(model, k=a.k, bank=bank)
+    law.set_goal_latent(model.embed_poses(np.zeros((1, 6))))
+    timer = StepTimer(bank, a.k, law)
+    _measure_servo(model, tasks, timer, a, res)
+    prog.update()
+    zq = _measure_cold(model, bank, timer, a.steps, res)
+    prog.update()
+    if not a.no_sklearn:
+        _measure_sklearn(model, bank, law, zq, a, res)
+    prog.update()
+    prog.close()
+    tmp = a.out + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(res, f, indent=1)
+    os.replace(tmp, a.out)
+    print(format_table(res))
+    print(f"results in {a.out}")
+    return 0
+
+
+def _setup(a):
+    """Threads (torch and FAISS: --threads; NumPy's BLAS: one, since the control step's
+    matrices are tiny and a multi-threaded OpenBLAS spins on loaded cores), the model, and
+    the result's header."""
+    import faiss
+    import torch
+    from threadpoolctl import threadpool_limits
+
     from ..models import load_model
     from ..paths import model_dir as resolve
-    from ..posebank import PoseBank, embed
-    from ..scene import Scene
-    from ..tasks import sample_tasks
-
     torch.set_num_threads(a.threads)
     faiss.omp_set_num_threads(a.threads)
-    # NumPy's BLAS on one thread: the control step's matrices are tiny, and a multi-threaded
-    # OpenBLAS spins and collapses when other processes load the cores
-    from threadpoolctl import threadpool_limits
     threadpool_limits(1, user_api="blas")
     model = load_model(resolve(a.model or "default"))
     res: dict = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                              "threads": a.threads, "torch": torch.__version__, "faiss": faiss.__version__},
                  "model": model.model_dir, "k": a.k}
-    prog = tqdm(total=6, desc="perf", unit="stage")
+    return model, res
 
-    # -- bank: build from scratch, memory, save and load
-    cfg = bank_config_for(a.bank_size)
+
+def _measure_bank(model, size: int, out_dir: str, res: dict):
+    """The bank built from scratch, saved and loaded again: times and resident memory."""
+    from ..posebank import PoseBank
+    cfg = bank_config_for(size)
     gc.collect()
     m0 = _rss_mib()
     t = time.perf_counter()
@@ -120,128 +146,128 @@ def main(argv=None) -> int:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    prog.update()
+    return bank
 
-    # -- ψ forward on one image at the model's camera
-    scene = Scene(model.scene, model.camera)
-    goal = model.goal_pose
+
+def _measure_psi(model, steps: int, res: dict) -> np.ndarray:
+    """ψ forward on one image at the model's camera; returns the 8 seeded tasks."""
+    from ..scene import Scene
+    from ..tasks import sample_tasks
     tasks = sample_tasks(8, seed=0, scene=model.scene)
-    img = scene.render(tasks[0])
+    img = Scene(model.scene, model.camera).render(tasks[0])
     model.encode(img[None])
     psi_ms = []
-    for _ in range(max(30, a.steps // 5)):
+    for _ in range(max(30, steps // 5)):
         t = time.perf_counter()
         model.encode(img[None])
         psi_ms.append(1e3 * (time.perf_counter() - t))
     res["psi"] = _stats(psi_ms) | {"image_size": model.image_size}
-    prog.update()
+    return tasks
 
-    # -- control step without ψ (KNN, eq. 13, eq. 14) along oracle servo trajectories
-    law = MLVS(model, k=a.k, bank=bank)
-    law.set_goal_latent(model.embed_poses(np.zeros((1, 6))))
-    T = tasks.copy()
-    parts = {"knn_ms": [], "lz_ms": [], "pinv_ms": [], "total_ms": []}
 
-    def timed_step(z):
+class StepTimer:
+    """The control step without ψ, timed by part: KNN, eq. 13, eq. 14 (and the total)."""
+    PARTS = ("knn_ms", "lz_ms", "pinv_ms", "total_ms")
+
+    def __init__(self, bank, k: int, law):
+        self.bank, self.k, self.law = bank, k, law
+
+    def __call__(self, z: np.ndarray) -> tuple[np.ndarray, tuple]:
+        from ..geometry import latent_twist
         t0 = time.perf_counter()
-        dist, idx = bank.search(z, a.k)
+        dist, idx = self.bank.search(z, self.k)
         t1 = time.perf_counter()
-        L = bank.interpolate(dist, idx, "inverse")                                              # eq. 13
+        L = self.bank.interpolate(dist, idx, "inverse")                                    # eq. 13
         t2 = time.perf_counter()
-        v = latent_twist(L, z - law.z_goal, law.gain)                                           # eq. 14
+        v = latent_twist(L, z - self.law.z_goal, self.law.gain)                            # eq. 14
         t3 = time.perf_counter()
         return v, (t1 - t0, t2 - t1, t3 - t2, t3 - t0)
 
-    first = {k: [] for k in parts}
-    for i in range(len(T)):  # each run to its end, as a robot servos: most steps are near the goal
+    def record(self, into: dict, dt: tuple) -> None:
+        for key, x in zip(self.PARTS, dt):
+            into.setdefault(key, []).append(1e3 * x)
+
+
+def _measure_servo(model, tasks: np.ndarray, timer: StepTimer, a, res: dict) -> None:
+    """Steps along 8 oracle servo runs, each to its end (as a robot servos: most steps are
+    near the goal), their first 40 steps apart, then warm repeats of the final latents."""
+    from ..geometry import pose_difference, se3_exp
+    goal, T = model.goal_pose, tasks.copy()
+    parts, first, warm = {}, {}, {}
+    for i in range(len(T)):
         for it in range(a.servo_iters):
-            z = model.embed_poses(pose_difference(goal, T[i]))
-            v, dt = timed_step(z.astype(np.float64))
-            for key, x in zip(parts, dt):
-                parts[key].append(1e3 * x)
-                if it < 40:
-                    first[key].append(1e3 * x)
+            v, dt = timer(model.embed_poses(pose_difference(goal, T[i])).astype(np.float64))
+            timer.record(parts, dt)
+            if it < 40:
+                timer.record(first, dt)
             T[i] = T[i] @ se3_exp(v[0])
             if np.linalg.norm(v[0, :3]) < 1e-7 and np.linalg.norm(v[0, 3:]) < 1e-7:  # still: converged
                 break
+    z_end = model.embed_poses(pose_difference(goal, T)).astype(np.float64)
+    for it in range(a.steps):   # warm: the same latents again (neighbours' L_z_j cached, as near convergence)
+        timer.record(warm, timer(z_end[it % len(T)][None])[1])
     res["step_servo"] = {k: _stats(v) for k, v in parts.items()}
     res["step_servo_first40"] = {k: _stats(v) for k, v in first.items()}
-    # warm: the same latents again (neighbours' L_z_j cached, as near convergence)
-    warm = {k: [] for k in parts}
-    z_end = model.embed_poses(pose_difference(goal, T)).astype(np.float64)
-    for it in range(a.steps):
-        _, dt = timed_step(z_end[it % len(T)][None])
-        for key, x in zip(warm, dt):
-            warm[key].append(1e3 * x)
     res["step_warm"] = {k: _stats(v) for k, v in warm.items()}
-    prog.update()
 
-    # -- cold steps: random queries, every neighbour's L_z computed
+
+def _measure_cold(model, bank, timer: StepTimer, steps: int, res: dict) -> np.ndarray:
+    """Random queries with the L_z cache cleared: every neighbour's L_z computed. Returns them."""
     rng = np.random.default_rng(1)
-    cold = {k: [] for k in parts}
-    zq = model.embed_poses(bank.poses[rng.integers(0, len(bank), a.steps)] + rng.normal(0, 0.02, (a.steps, 6)))
+    cold: dict = {}
+    zq = model.embed_poses(bank.poses[rng.integers(0, len(bank), steps)] + rng.normal(0, 0.02, (steps, 6)))
     for z in zq:
         bank.clear_cache()
-        _, dt = timed_step(z[None].astype(np.float64))
-        for key, x in zip(cold, dt):
-            cold[key].append(1e3 * x)
+        timer.record(cold, timer(z[None].astype(np.float64))[1])
     res["step_cold"] = {k: _stats(v) for k, v in cold.items()}
-    prog.update()
+    return zq
 
-    # -- the authors' approach on the same bank: stored L_z table + KNeighborsRegressor
-    if not a.no_sklearn:
-        from sklearn.neighbors import KNeighborsRegressor
-        z_bank = embed(model.phi, bank.poses)
-        gc.collect()
-        m1 = _rss_mib()
+
+def _measure_sklearn(model, bank, law, zq: np.ndarray, a, res: dict) -> None:
+    """The authors' approach on the same bank: the stored L_z table + KNeighborsRegressor."""
+    from sklearn.neighbors import KNeighborsRegressor
+
+    from ..geometry import latent_twist
+    from ..posebank import embed, latent_interaction
+    z_bank = embed(model.phi, bank.poses)
+    gc.collect()
+    m1 = _rss_mib()
+    t = time.perf_counter()
+    table = np.concatenate([latent_interaction(model.phi, bank.poses[i:i + 20000]).reshape(-1, 6 * model.latent_dim)
+                            .astype(np.float32) for i in range(0, len(bank), 20000)])
+    table_s = time.perf_counter() - t
+    ours = res["step_servo"]["total_ms"]["median_ms"]
+
+    def side_by_side(knr) -> dict:
         t = time.perf_counter()
-        from ..posebank import latent_interaction
-        table = np.concatenate([latent_interaction(model.phi, bank.poses[i:i + 20000]).reshape(-1, 6 * model.latent_dim)
-                                .astype(np.float32) for i in range(0, len(bank), 20000)])
-        table_s = time.perf_counter() - t
-        ours = res["step_servo"]["total_ms"]["median_ms"]
-
-        def side_by_side(knr) -> dict:
+        knr.fit(z_bank, table)
+        fit_s = time.perf_counter() - t
+        gc.collect()
+        sk_ms = []
+        for z in zq[: max(10, a.steps // 10)]:
             t = time.perf_counter()
-            knr.fit(z_bank, table)
-            fit_s = time.perf_counter() - t
-            gc.collect()
-            sk_ms = []
-            for z in zq[: max(10, a.steps // 10)]:
-                t = time.perf_counter()
-                L = knr.predict(z[None]).reshape(1, model.latent_dim, 6)
-                latent_twist(L, z[None] - law.z_goal, law.gain)
-                sk_ms.append(1e3 * (time.perf_counter() - t))
-            return _stats(sk_ms) | {"fit_s": fit_s, "speedup_of_ours": _stats(sk_ms)["median_ms"] / ours}
+            L = knr.predict(z[None]).reshape(1, model.latent_dim, 6)
+            latent_twist(L, z[None] - law.z_goal, law.gain)
+            sk_ms.append(1e3 * (time.perf_counter() - t))
+        return _stats(sk_ms) | {"fit_s": fit_s, "speedup_of_ours": _stats(sk_ms)["median_ms"] / ours}
 
-        # as in the authors' code (inference/methods: KNeighborsRegressor(k, weights='distance',
-        # n_jobs=..., leaf_size=50), default algorithm: brute force in 32-D), on our threads
-        res["sklearn"] = side_by_side(KNeighborsRegressor(n_neighbors=a.k, weights="distance", leaf_size=50,
-                                                          n_jobs=a.threads))
-        res["sklearn"] |= {"table_s": table_s, "rss_added_mib": _rss_mib() - m1, "table_mib": table.nbytes / 2**20,
-                           "config": f"KNeighborsRegressor({a.k}, weights='distance', leaf_size=50, n_jobs={a.threads})"}
-        # the fastest scikit-learn setting we found: a KD-tree, one job (joblib's start-up cost
-        # dominates a single query)
-        res["sklearn_kdtree"] = side_by_side(KNeighborsRegressor(n_neighbors=a.k, weights="distance", leaf_size=50,
-                                                                 algorithm="kd_tree"))
-        res["sklearn_kdtree"]["config"] = f"KNeighborsRegressor({a.k}, weights='distance', leaf_size=50, algorithm='kd_tree')"
-        sk = res["sklearn"]["median_ms"]
-        res["speedup_vs_sklearn"] = {"servo": sk / ours,
-                                     "servo_first40": sk / res["step_servo_first40"]["total_ms"]["median_ms"],
-                                     "warm": sk / res["step_warm"]["total_ms"]["median_ms"],
-                                     "cold": sk / res["step_cold"]["total_ms"]["median_ms"],
-                                     "servo_vs_kdtree": res["sklearn_kdtree"]["speedup_of_ours"]}
-        del table, z_bank
-    prog.update()
-    prog.close()
-
-    tmp = a.out + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(res, f, indent=1)
-    os.replace(tmp, a.out)
-    print(format_table(res))
-    print(f"results in {a.out}")
-    return 0
+    # as in the authors' code (inference/methods: KNeighborsRegressor(k, weights='distance',
+    # n_jobs=..., leaf_size=50), default algorithm: brute force in 32-D), on our threads
+    res["sklearn"] = side_by_side(KNeighborsRegressor(n_neighbors=a.k, weights="distance", leaf_size=50,
+                                                      n_jobs=a.threads))
+    res["sklearn"] |= {"table_s": table_s, "rss_added_mib": _rss_mib() - m1, "table_mib": table.nbytes / 2**20,
+                       "config": f"KNeighborsRegressor({a.k}, weights='distance', leaf_size=50, n_jobs={a.threads})"}
+    # the fastest scikit-learn setting we found: a KD-tree, one job (joblib's start-up cost
+    # dominates a single query)
+    res["sklearn_kdtree"] = side_by_side(KNeighborsRegressor(n_neighbors=a.k, weights="distance", leaf_size=50,
+                                                             algorithm="kd_tree"))
+    res["sklearn_kdtree"]["config"] = f"KNeighborsRegressor({a.k}, weights='distance', leaf_size=50, algorithm='kd_tree')"
+    sk = res["sklearn"]["median_ms"]
+    res["speedup_vs_sklearn"] = {"servo": sk / ours,
+                                 "servo_first40": sk / res["step_servo_first40"]["total_ms"]["median_ms"],
+                                 "warm": sk / res["step_warm"]["total_ms"]["median_ms"],
+                                 "cold": sk / res["step_cold"]["total_ms"]["median_ms"],
+                                 "servo_vs_kdtree": res["sklearn_kdtree"]["speedup_of_ours"]}
 
 
 def format_table(res: dict) -> str:
