@@ -97,7 +97,8 @@ def test_binning_roi_and_bad_camera_info():
     assert intrinsics.from_camera_info(info_msg(full), "p") == intrinsics.from_camera_info(info_msg(full), "k")
     for broken, why in [(dict(k=[0.0] * 9), "all zeros"), (dict(k=[np.nan] * 9), "non-finite"),
                         (dict(width=0), "image size"), (dict(k=[-5.0, 0, 320, 0, 5, 240, 0, 0, 1]), "not positive"),
-                        (dict(k=[500.0, 0, 1e6, 0, 500, 240, 0, 0, 1]), "far outside")]:
+                        (dict(k=[500.0, 0, 1e6, 0, 500, 240, 0, 0, 1]), "far outside"),
+                        (dict(binning_x=100000), "after binning")]:
         msg = info_msg(full)
         for k, v in broken.items():
             setattr(msg, k, v)
@@ -220,7 +221,8 @@ def test_strict_intrinsics_withholds_latents_until_a_matching_camera_info(ex, mo
 
 
 @pytest.mark.parametrize("broken", [dict(k=[0.0] * 9), dict(k=[float("nan")] * 9), dict(width=0, height=0),
-                                    dict(k=[float("inf"), 0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0])])
+                                    dict(k=[float("inf"), 0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0]),
+                                    dict(binning_x=100000, binning_y=7)])
 def test_bad_camera_info_never_kills_the_encoder(ex, model, capfd, broken):
     for strict in (False, True):
         enc = encoder(model, strict_intrinsics=strict)

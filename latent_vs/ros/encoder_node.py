@@ -175,13 +175,14 @@ class EncoderNode(Node):
                        if self.strict else "; servoing anyway (strict_intrinsics false)")
         try:
             cam = intrinsics.from_camera_info(msg, self.matrix)
-        except (ValueError, TypeError, OverflowError) as e:
+            check = intrinsics.check(cam, self.model_intrinsics, self.tolerance)
+        except (ValueError, TypeError, ArithmeticError) as e:   # never a crash on a camera's message
             self.camera, self.check = None, None
             self.camera_info_problem = f"camera_info on {self.camera_info_topic} unusable ({e})"
             self._log_once("error" if self.strict else "warning", self.camera_info_problem + consequence)
             return
         self.camera_info_problem = None
-        self.camera, self.check = cam, intrinsics.check(cam, self.model_intrinsics, self.tolerance)
+        self.camera, self.check = cam, check
         key = ("intrinsics", self.check.ok, cam.width, cam.height)
         if self.check.ok:
             self._log_once("info", f"camera_info matches the model's intrinsics: {self.check.line}", key)

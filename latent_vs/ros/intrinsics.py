@@ -60,6 +60,8 @@ def from_camera_info(msg, matrix: str = "k") -> Intrinsics:
     if bx > 1 or by > 1:
         fx, cx, W = fx / bx, cx / bx, W // bx
         fy, cy, H = fy / by, cy / by, H // by
+    if W <= 0 or H <= 0:
+        raise ValueError(f"image size {W}x{H} after binning {bx}x{by} and ROI")
     if not (-W <= cx <= 2 * W and -H <= cy <= 2 * H):
         raise ValueError(f"principal point ({cx:g}, {cy:g}) far outside the {W}x{H} image")
     return Intrinsics(W, H, fx, fy, cx, cy)
