@@ -23,23 +23,20 @@ start), else the bag's /goal_image topic (what the recorder stored), else its la
 from __future__ import annotations
 
 import os
+import argparse
+import csv
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its thread pool (environment.md)
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # the controller's small matrices: one BLAS thread, as the nodes
+import numpy as np
 
-import argparse  # noqa: E402
-import csv  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from . import bags, geometry  # noqa: E402
-from .errors import UserError  # noqa: E402
+from . import bags, geometry
+from .errors import UserError
+from .threads import quiet_threads
 
 METHODS = ("mlvs", "pbvs", "dvs")
 RUN_KEY = "latent_vs.run"          # custom_data key: JSON of the recorded run's controller settings
@@ -754,8 +751,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"unknown --encoding '{args.encoding}' (supported: {', '.join(SUPPORTED_ENCODINGS)})")
     if args.threads < 1:
         raise UserError(f"--threads must be >= 1, got {args.threads}")
-    import torch
-    torch.set_num_threads(args.threads)
+    quiet_threads(args.threads)
 
     settings = None
     overrides = {k: getattr(args, a) for k, a in (

@@ -24,17 +24,15 @@ import os
 import sys
 
 import matplotlib
+from matplotlib.figure import Figure   # no pyplot: no GUI backend, no global figure registry
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from ..errors import UserError  # noqa: E402
-from ..geometry import inverse, matrix_to_pose, pose_difference, pose_to_matrix, se3_log  # noqa: E402
-from ..scene import Scene, SceneConfig, goal_pose  # noqa: E402
-from .plots import trajectories_3d  # noqa: E402
-from .report import write_atomic  # noqa: E402
-from .sim import law_scene, simulate  # noqa: E402
+from ..errors import UserError
+from ..geometry import inverse, matrix_to_pose, pose_difference, pose_to_matrix, se3_log
+from ..scene import Scene, SceneConfig, goal_pose
+from .plots import trajectories_3d
+from .report import write_atomic
+from .sim import law_scene, simulate
 
 # the paper's robot experiment (Sec. IV-B): initial pose error r - r* (cm, °)
 PAPER_FIG4_START = (-8.16, 7.27, -29.98, 24.86, -10.16, 135.06)
@@ -44,7 +42,6 @@ FIG3B_METHODS = ("pbvs", "dvs", "aevs", "pbvs-cnn", "mlvs-k1", "mlvs-k50")
 def _save(fig, path: str, dpi: int = 100) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     write_atomic(path, buf.getvalue())
     return path
@@ -87,14 +84,15 @@ def latent_pca_figure(path: str, law, radius: float = 0.2, n: int = 8, iters: in
     axes, ratio, frac = pca_2d(np.concatenate(errors))
     a = np.linspace(0, 2 * np.pi, 181)
     z_r0 = law.model.embed_poses(np.zeros((1, 6)))[0].astype(float)
-    fig, ax = plt.subplots(figsize=(6, 5.5))
+    fig = Figure(figsize=(6, 5.5))
+    ax = fig.subplots()
     for j, rad in enumerate(circle_radii):
         r = np.zeros((len(a), 6))
         r[:, 0], r[:, 1] = rad * np.cos(a), rad * np.sin(a)
         c = (law.model.embed_poses(r).astype(float) - z_r0) @ axes.T
         ax.plot(c[:, 0], c[:, 1], "--", color="0.6", lw=1)
         ax.annotate(f"{100 * rad:.0f} cm", c[45], fontsize=7, color="0.4")
-    cmap = plt.get_cmap("tab10")
+    cmap = matplotlib.colormaps["tab10"]
     for i, e in enumerate(errors):
         p = e @ axes.T
         ang = int(round(360 * i / n))
@@ -168,7 +166,7 @@ def mlvs_run_panel(path: str, law, start: np.ndarray, iters: int = 1200) -> dict
     dr = pose_difference(G, T)                                     # (L, 6) r − r*
     v = se3_log(inverse(T[:-1]) @ T[1:])                           # the applied twists, per iteration
     k = np.arange(len(T))
-    fig = plt.figure(figsize=(16, 7.5))
+    fig = Figure(figsize=(16, 7.5))
     gs = fig.add_gridspec(2, 4)
     for j, (img, ttl) in enumerate([(imgs[0], "(a) start image I"), (goal_img, "(b) desired image I*")]):
         ax = fig.add_subplot(gs[0, j])

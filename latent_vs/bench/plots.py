@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import io
 
-import matplotlib
+from matplotlib.figure import Figure   # no pyplot: no GUI backend, no global figure registry
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from ..scene import SceneConfig  # noqa: E402
-from .report import write_atomic  # noqa: E402
+from ..scene import SceneConfig
+from .report import write_atomic
 
 
 def _save(fig, path: str) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
     write_atomic(path, buf.getvalue())
 
 
@@ -27,7 +23,7 @@ def trajectories_3d(path: str, trajectories: dict[str, np.ndarray], goal_pose: n
     """trajectories: label -> (L, 6) pose vectors (or (L, 3) positions) of oT_c (the valid part)
     of one task, all from the same start. clip_to_scene: the view is the box around the poster,
     the start and the goal (with a margin), and a run that flies away leaves it."""
-    fig = plt.figure(figsize=(7, 6))
+    fig = Figure(figsize=(7, 6))
     ax = fig.add_subplot(projection="3d")
     w, h = scene.width_m / 2, scene.height_m / 2
     ax.plot([-w, w, w, -w, -w], [-h, -h, h, h, -h], [0, 0, 0, 0, 0], color="0.5", lw=1, label="poster")
@@ -62,7 +58,8 @@ def trajectories_3d(path: str, trajectories: dict[str, np.ndarray], goal_pose: n
 def error_curves(path: str, curves: dict[str, dict], title: str = "") -> None:
     """curves: label -> {"t": (L,) m, "r": (L,) rad for the plotted task,
     optionally "t_median", "r_median": (L,) over all tasks}. Log scale."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4))
+    axes = fig.subplots(1, 2)
     for label, c in curves.items():
         for ax, key, scale in ((axes[0], "t", 100.0), (axes[1], "r", 180.0 / np.pi)):
             line, = ax.plot(np.maximum(np.asarray(c[key]) * scale, 1e-6), lw=1.5, label=f"{label} (task)")

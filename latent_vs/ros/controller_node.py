@@ -34,36 +34,30 @@ ends (SIGINT or SIGTERM).
 """
 from __future__ import annotations
 
-import os
+import sys
+import time
 
-# before numpy/torch start their thread pools (2 busy threads collapse on a loaded 2-core PC)
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
-import sys  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
-import rclpy  # noqa: E402
-from geometry_msgs.msg import PoseStamped, Twist, TwistStamped  # noqa: E402
-from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,  # noqa: E402
+import numpy as np
+import rclpy
+from geometry_msgs.msg import PoseStamped, Twist, TwistStamped
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
-from rclpy.duration import Duration  # noqa: E402
-from rclpy.node import Node  # noqa: E402
-from sensor_msgs.msg import Image  # noqa: E402
-from std_msgs.msg import Float32, Float32MultiArray, String  # noqa: E402
-from std_srvs.srv import SetBool, Trigger  # noqa: E402
+from rclpy.duration import Duration
+from rclpy.node import Node
+from sensor_msgs.msg import Image
+from std_msgs.msg import Float32, Float32MultiArray, String
+from std_srvs.srv import SetBool, Trigger
 
-from .. import geometry, paths  # noqa: E402
-from ..errors import UserError  # noqa: E402
-from ..imageconv import read_grey_image  # noqa: E402
-from ..safety import ZERO_TWIST, Limits, image_size_problem, settings_problem  # noqa: E402
-from ..servo import METHODS, STATES, ServoController, make_law  # noqa: E402
-from .convert import (COMMAND_QOS, GOAL_QOS, LATEST_QOS, STATE_QOS, image_msg_to_array,  # noqa: E402
+from .. import geometry, paths
+from ..errors import UserError
+from ..imageconv import read_grey_image
+from ..safety import ZERO_TWIST, Limits, image_size_problem, settings_problem
+from ..servo import METHODS, STATES, ServoController, make_law
+from .convert import (COMMAND_QOS, GOAL_QOS, LATEST_QOS, STATE_QOS, image_msg_to_array,
                       is_zero_stamp, latent_stamp, msg_to_latent, msg_to_pose, pose_to_msg, stamp_to_s,
                       twist_to_msg)
-from .diagnostics import CONTROLLER_LEVELS, PERIOD_PARAMETER, Diagnostics, Window, period_descriptor_range  # noqa: E402
-from .run import run_node  # noqa: E402
+from .diagnostics import CONTROLLER_LEVELS, PERIOD_PARAMETER, Diagnostics, Window, period_descriptor_range
+from .run import run_node
 
 WATCHDOG_PERIOD_S = 0.02
 

@@ -27,22 +27,17 @@ listening on /cmd_twist.
 from __future__ import annotations
 
 import os
+import argparse
+import json
+import sys
+import tempfile
+import time
 
-# before numpy/torch start their thread pools (2 busy threads collapse on a loaded 2-core PC)
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+import numpy as np
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from .. import geometry, paths  # noqa: E402
-from ..errors import UserError  # noqa: E402
+from .. import geometry, paths
+from ..errors import UserError
+from ..threads import local_discovery, quiet_threads
 
 # the demo's node parameters: config/sim.yaml (as sim.launch.py), with these per-method changes
 METHOD_OVERRIDES = {
@@ -113,6 +108,8 @@ def choose(args) -> tuple[str, str | None]:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    local_discovery()     # the demo's nodes must never reach a real arm
+    quiet_threads()
     if not args.max_time > 0 or not args.rate > 0:
         raise UserError("--max-time and --rate must be positive")
     if any(v is not None and not v >= 0 for v in (args.converged_translation, args.converged_rotation)):

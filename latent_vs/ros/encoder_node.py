@@ -29,31 +29,25 @@ A missing or mismatched model stops the node at start-up with one line naming th
 """
 from __future__ import annotations
 
-import os
+import sys
 
-# before numpy/torch start their thread pools (2 busy threads collapse on a loaded 2-core PC)
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import numpy as np
+import rclpy
+import time
 
-import sys  # noqa: E402
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.clock import Clock, ClockType
+from rclpy.node import Node
+from rclpy.qos import ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import Float32MultiArray
 
-import numpy as np  # noqa: E402
-import rclpy  # noqa: E402
-import time  # noqa: E402
-
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor  # noqa: E402
-from rclpy.clock import Clock, ClockType  # noqa: E402
-from rclpy.node import Node  # noqa: E402
-from rclpy.qos import ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
-from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
-from std_msgs.msg import Float32MultiArray  # noqa: E402
-
-from .. import paths  # noqa: E402
-from ..errors import UserError  # noqa: E402
-from . import intrinsics  # noqa: E402
-from .convert import IMAGE_QOS_CHOICES, STREAM_PUB_QOS, image_msg_to_array, image_sub_qos, latent_to_msg  # noqa: E402
-from .diagnostics import ERROR, OK, PERIOD_PARAMETER, WARN, Diagnostics, Window, period_descriptor_range  # noqa: E402
-from .run import run_node  # noqa: E402
+from .. import paths
+from ..errors import UserError
+from . import intrinsics
+from .convert import IMAGE_QOS_CHOICES, STREAM_PUB_QOS, image_msg_to_array, image_sub_qos, latent_to_msg
+from .diagnostics import ERROR, OK, PERIOD_PARAMETER, WARN, Diagnostics, Window, period_descriptor_range
+from .run import run_node
 
 
 PARAMETERS = {

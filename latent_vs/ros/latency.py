@@ -11,23 +11,19 @@ p99 and max in ms, and the frames lost (no twist within --timeout).
 from __future__ import annotations
 
 import os
+import argparse
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import time
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+import numpy as np
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from .. import paths  # noqa: E402
-from ..errors import UserError  # noqa: E402
+from .. import paths
+from ..errors import UserError
+from ..threads import local_discovery, quiet_threads
 
 FLOOR_MEDIAN_MS = 20.0
 _PKG_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -118,6 +114,8 @@ def serve(argv) -> int:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    local_discovery()     # also for the node processes it starts (they inherit the environment)
+    quiet_threads()
     if "--serve" in argv:
         return serve(argv)
     a = build_parser().parse_args(argv)

@@ -15,12 +15,8 @@ interrupted); only SIGKILL or a crash leaves a `.partial` directory.
 """
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # before torch starts its thread pool
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")    # the controller's small matrices (as the nodes)
-
 import argparse
+import os
 import json
 import signal
 import sys
@@ -33,6 +29,7 @@ import numpy as np
 from .. import bags, geometry
 from ..errors import UserError
 from ..replay import RUN_KEY, ServoPipeline, ServoSettings, one_blas_thread
+from ..threads import quiet_threads
 
 DEFAULT_LIVE_TOPICS = ["image", "camera_pose", "latent", "cmd_twist", "goal_image",
                        "controller/state", "controller/error_norm"]
@@ -329,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
+    quiet_threads()      # the controller's small matrices: one BLAS thread (as the nodes)
     if a.sim:
         from ..imageconv import SUPPORTED_ENCODINGS
         if a.encoding.lower() not in SUPPORTED_ENCODINGS:

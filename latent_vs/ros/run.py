@@ -20,6 +20,7 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
 
 from ..errors import UserError
+from ..threads import quiet_threads
 
 SPIN_PERIOD_S = 0.1   # the longest a signal waits for Python to see it [s] (wall clock)
 
@@ -31,6 +32,7 @@ def _raise_interrupt(signum, frame):
 def run_node(node_class, prog: str, args=None) -> int:
     """Run a node until a signal or a start-up error; ends the process with the exit status."""
     args = sys.argv if args is None else args
+    quiet_threads()   # one BLAS thread; the encoder sets torch's threads from its `threads` parameter
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     signal.signal(signal.SIGINT, _raise_interrupt)
     signal.signal(signal.SIGTERM, _raise_interrupt)
