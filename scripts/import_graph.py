@@ -1,7 +1,9 @@
 """Print latent_vs's package-internal imports, one `module -> module` line each.
 
-Usage: python scripts/import_graph.py [--flag-upward]
+Usage: python scripts/import_graph.py [--flag-upward] [--packages]
 Every import inside a function counts too (lazy imports are still dependencies).
+--packages collapses modules to their layer (control, learning, bench, ros, replay, models,
+the other top-level modules as "core") and prints each layer-to-layer edge once.
 --flag-upward prints only the edges the layering forbids: control/ -> learning/,
 replay* -> ros/, and anything outside ros/ -> rclpy.
 """
@@ -62,7 +64,19 @@ def upward(src, dst):
             or (dst.startswith("rclpy") and ".ros" not in src))
 
 
+def layer(mod: str) -> str:
+    parts = mod.split(".")
+    if len(parts) > 1 and parts[1] in ("control", "learning", "bench", "ros", "replay", "models"):
+        return parts[1]
+    return "rclpy" if parts[0] == "rclpy" else "core"
+
+
 if __name__ == "__main__":
+    if "--packages" in sys.argv:
+        for a, b in sorted({(layer(s), layer(d)) for s, d in edges()} - {(x, x) for x in ("core", "control",
+                           "learning", "bench", "ros", "replay", "models")}):
+            print(f"{a} -> {b}" + ("   # UPWARD" if upward("latent_vs." + a, "latent_vs." + b) else ""))
+        sys.exit(0)
     only_bad = "--flag-upward" in sys.argv
     bad = 0
     for src, dst in edges():
