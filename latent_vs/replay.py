@@ -777,7 +777,14 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out else Path(str(Path(args.bag).absolute()).rstrip("/") + "_replay")
     files = write_outputs(res, out, title=f"latent-vs replay {Path(args.bag).name} ({res.summary['settings']['method']}, "
                                           f"goal: {res.summary['goal']})")
-    s = res.summary
+    _print_summary(res.summary)
+    print(f"wrote {files['csv']}, {files['png']}, {files['summary']}")
+    if s.get("corruption"):
+        raise bags.BagError(f"{s['corruption']}; written to {out}")
+    return 0
+
+
+def _print_summary(s: dict) -> None:
     tp = s["throughput"]
     print(f"replayed {s['images']} images from {s['image_topic']}: {tp['images_per_s']:.1f} images/s "
           f"(read {tp['read_decode_ms_per_image']:.2f} ms, encode {tp['encode_ms_per_image']:.1f} ms, control "
@@ -791,10 +798,6 @@ def main(argv: list[str] | None = None) -> int:
         if a["twists_compared"]:
             print(f"agreement with PBVS on the true pose: median angle {a['angle_deg_median']:.1f}°, "
                   f"{100 * a['fraction_within_45deg']:.0f}% within 45°")
-    print(f"wrote {files['csv']}, {files['png']}, {files['summary']}")
-    if s.get("corruption"):
-        raise bags.BagError(f"{s['corruption']}; written to {out}")
-    return 0
 
 
 if __name__ == "__main__":
