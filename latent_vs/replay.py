@@ -779,8 +779,8 @@ def main(argv: list[str] | None = None) -> int:
                                           f"goal: {res.summary['goal']})")
     _print_summary(res.summary)
     print(f"wrote {files['csv']}, {files['png']}, {files['summary']}")
-    if s.get("corruption"):
-        raise bags.BagError(f"{s['corruption']}; written to {out}")
+    if res.summary.get("corruption"):
+        raise bags.BagError(f"{res.summary['corruption']}; written to {out}")
     return 0
 
 
