@@ -4,9 +4,13 @@ no hardware.
 At `rate` Hz it integrates the newest `cmd_twist` (geometry_msgs/TwistStamped, or Twist with
 `stamped: false`) held for at most `command_timeout` s (like a velocity controller: no new
 command -> the arm stops), renders the package's poster scene (latent_vs.scene) and
-publishes `image` (sensor_msgs/Image mono8, sensor-data QoS, frame `camera_frame`) and
-`camera_pose` (geometry_msgs/PoseStamped, ground truth oT_c in frame `scene_frame`), both
-with the same stamp. The twist acts on the command frame, which holds the camera at
+publishes `image` (sensor_msgs/Image mono8, sensor-data QoS, frame `camera_frame`),
+`camera_info` (sensor_msgs/CameraInfo of exactly the pinhole camera it renders with: K, P,
+identity R, zero plumb_bob D; beside the image topic as image_transport puts it,
+`<image topic's namespace>/camera_info` unless `camera_info` is remapped: the topic the
+encoder reads, so its intrinsics check reports a match; `publish_camera_info: false` for
+none) and `camera_pose` (geometry_msgs/PoseStamped, ground truth oT_c in frame
+`scene_frame`), all with the same stamp. The twist acts on the command frame, which holds the camera at
 `hand_eye` (the controller's parameter of the same name; identity: the twist is the
 camera's). Start pose: the seeded look-at/look-from task `seed` (latent_vs.tasks), or
 `start_pose` when seed < 0. With `publish_goal_image`, the view from the scene's desired
@@ -22,7 +26,7 @@ import rclpy
 from geometry_msgs.msg import PoseStamped, Twist, TwistStamped
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.node import Node
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CameraInfo, Image
 
 from .. import geometry
 from ..camera import Camera, default_camera
@@ -35,13 +39,40 @@ from .run import run_node
 
 
 def camera_for(width: int, height: int) -> Camera:
-    """The default camera's vertical field of view at any size; a wider image sees more on the
-    sides (so a centre crop to a square is exactly the default camera)."""
+    """The default camera's field of view across the shorter side at any size; a wider (or
+    taller) image sees more on the sides (above and below), so the encoder's centre crop to a
+    square (offset ((W - s) // 2, (H - s) // 2), s = min(W, H)) is exactly the default camera."""
     if width == height:
         return default_camera(width)
-    base, s = default_camera(), height / 224.0
+    base = default_camera()
+    side = min(width, height)
+    s = side / base.width
     return Camera(width, height, base.px * s, base.py * s,
-                  (base.u0 + 0.5) * s - 0.5 + (width - 224 * s) / 2, (base.v0 + 0.5) * s - 0.5)
+                  (base.u0 + 0.5) * s - 0.5 + (width - side) // 2, (base.v0 + 0.5) * s - 0.5 + (height - side) // 2)
+
+
+def camera_info_msg(camera: Camera, stamp=None, frame_id: str = "camera") -> CameraInfo:
+    """sensor_msgs/CameraInfo of an ideal pinhole camera (no distortion, no rectification:
+    K and the left 3x3 of P are the camera's intrinsics; binning and ROI unused)."""
+    msg = CameraInfo(width=int(camera.width), height=int(camera.height), distortion_model="plumb_bob")
+    px, py, u0, v0 = (float(v) for v in (camera.px, camera.py, camera.u0, camera.v0))
+    msg.d = [0.0] * 5
+    msg.k = [px, 0.0, u0, 0.0, py, v0, 0.0, 0.0, 1.0]
+    msg.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    msg.p = [px, 0.0, u0, 0.0, 0.0, py, v0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    if stamp is not None:
+        msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    return msg
+
+
+def camera_info_topic(node: Node) -> str:
+    """`camera_info` when remapped, else the image topic's sibling (image_transport's rule;
+    the encoder subscribes by the same rule: EncoderNode._camera_info_topic)."""
+    remapped = node.resolve_topic_name("camera_info")
+    if remapped != node.resolve_topic_name("camera_info", only_expand=True):
+        return remapped
+    return node.resolve_topic_name("image").rsplit("/", 1)[0] + "/camera_info"
 
 
 PARAMETERS = {
@@ -62,6 +93,8 @@ PARAMETERS = {
         "a twist is applied for at most this long after it arrives [s]"),
         floating_point_range=[FloatingPointRange(from_value=0.0, to_value=10.0, step=0.0)])),
     "camera_frame": ("camera", ParameterDescriptor(read_only=True, description="frame_id of image")),
+    "publish_camera_info": (True, ParameterDescriptor(read_only=True, description=(
+        "publish camera_info (the rendering camera's intrinsics) with every image"))),
     "scene_frame": ("scene", ParameterDescriptor(read_only=True, description="frame_id of camera_pose")),
     "publish_goal_image": (True, ParameterDescriptor(read_only=True, description=(
         "publish the view from the desired pose on goal_image to each new subscriber"))),
@@ -98,6 +131,8 @@ class SimCameraNode(Node):
 
         self.image_pub = self.create_publisher(Image, "image", SENSOR_QOS)
         self.pose_pub = self.create_publisher(PoseStamped, "camera_pose", STREAM_PUB_QOS)
+        self.info_pub = self.create_publisher(CameraInfo, camera_info_topic(self), SENSOR_QOS) \
+            if p["publish_camera_info"] else None
         cmd_type = TwistStamped if p["stamped"] else Twist
         self.create_subscription(cmd_type, "cmd_twist", self.on_twist, COMMAND_QOS)
         self.create_timer(self.dt, self.on_tick)
@@ -129,6 +164,8 @@ class SimCameraNode(Node):
         T = self.camera_pose
         stamp = now.to_msg()
         self.pose_pub.publish(pose_to_msg(T, stamp, self.scene_frame))
+        if self.info_pub is not None:   # before the image, as camera drivers do
+            self.info_pub.publish(camera_info_msg(self.scene.camera, stamp, self.camera_frame))
         self.image_pub.publish(array_to_image_msg(self.scene.render(T), stamp, self.camera_frame))
         self.frames += 1
 
