@@ -28,6 +28,8 @@ ARGUMENTS = [
     ("bridge_config", PathJoinSubstitution([SHARE, "worlds", "poster_bridge.yaml"]), "ros_gz_bridge YAML"),
     ("gz_args", "-r", "options of gz sim (-r: run at start; add -s for no GUI)"),
     ("goal_image", "", "goal view image file (empty: ~/set_goal_from_current or the goal_image topic)"),
+    ("strict_intrinsics", "false",
+     "true: the encoder publishes no latent unless the bridged camera_info matches the model's intrinsics"),
 ]
 
 
@@ -43,7 +45,9 @@ def generate_launch_description():
                   parameters=[{"config_file": A["bridge_config"], "use_sim_time": sim_time}])
     encoder = Node(package="latent_vs", executable="encoder_node", name="encoder", namespace=A["namespace"],
                    output="screen", ros_arguments=ros_args,
-                   parameters=[A["params_file"], {"use_sim_time": sim_time, "model_dir": model_dir}],
+                   parameters=[A["params_file"], {"use_sim_time": sim_time, "model_dir": model_dir,
+                                                  "strict_intrinsics": ParameterValue(A["strict_intrinsics"],
+                                                                                      value_type=bool)}],
                    remappings=[("image", "camera/image_raw"), ("camera_info", "camera/camera_info")])
     controller = Node(package="latent_vs", executable="controller_node", name="controller",
                       namespace=A["namespace"], output="screen", ros_arguments=ros_args,

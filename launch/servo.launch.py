@@ -2,11 +2,13 @@
 
     ros2 launch latent_vs servo.launch.py namespace:=/arm1 camera_topic:=/arm1/camera/image_raw \
         command_topic:=/arm1/servo_node/delta_twist_cmds command_frame:=tool0 \
-        hand_eye:="[0.0, 0.0, 0.05, 0.0, 0.0, 0.0]" goal_image:=/path/goal.png
+        hand_eye:="[0.0, 0.0, 0.05, 0.0, 0.0, 0.0]" goal_image:=/path/goal.png strict_intrinsics:=true
 
 Parameters come from config/servo.yaml (or params_file:=FILE; its `/**/<node>:` keys apply
 under any namespace); the launch arguments below override the ones a robot set-up has to
-change. The controller starts idle: call
+change (they win over the file). The encoder checks the camera_info beside camera_topic
+(/arm1/camera/camera_info above) against the model's intrinsics; strict_intrinsics:=true
+refuses to servo on a camera that does not match. The controller starts idle: call
 `ros2 service call /arm1/controller/enable std_srvs/srv/SetBool "{data: true}"` to servo.
 """
 from launch import LaunchDescription
@@ -34,6 +36,9 @@ ARGUMENTS = [
     ("method", "mlvs", "control law: mlvs (needs the model) or dvs"),
     ("stamped", "true", "publish TwistStamped (true) or Twist (false)"),
     ("device", "cpu", "torch device of the encoder: cpu or cuda"),
+    ("strict_intrinsics", "false",
+     "true: the encoder publishes no latent (the controller stops) unless the camera's camera_info "
+     "(beside camera_topic) matches the model's intrinsics"),
 ]
 
 
@@ -48,7 +53,8 @@ def generate_launch_description():
     encoder = Node(
         package="latent_vs", executable="encoder_node", name="encoder", namespace=A["namespace"],
         output="screen", ros_arguments=["--log-level", A["log_level"]],
-        parameters=[A["params_file"], dict(common, model_dir=text("model_dir"), device=text("device"))],
+        parameters=[A["params_file"], dict(common, model_dir=text("model_dir"), device=text("device"),
+                                           strict_intrinsics=ParameterValue(A["strict_intrinsics"], value_type=bool))],
         remappings=[("image", A["camera_topic"])])
     controller = Node(
         package="latent_vs", executable="controller_node", name="controller", namespace=A["namespace"],

@@ -3,7 +3,8 @@
 `latent-vs demo` runs the same nodes in one process.
 
 Parameters come from config/sim.yaml (or params_file:=FILE). The sim camera publishes the
-goal view on goal_image and the controller starts servoing at once (autostart). Watch it with
+goal view on goal_image and the camera_info of the camera it renders with (the encoder
+reports a match), and the controller starts servoing at once (autostart). Watch it with
 `ros2 topic echo /controller/state` and `ros2 topic echo /controller/error_norm`.
 """
 from launch import LaunchDescription
@@ -23,6 +24,8 @@ ARGUMENTS = [
     ("model_dir", "", "model directory (empty: the package's models/default)"),
     ("method", "mlvs", "control law: mlvs (encoder + model), pbvs (true pose, no model) or dvs (image)"),
     ("seed", "0", "seeded look-at/look-from start pose of the simulated camera"),
+    ("strict_intrinsics", "false",
+     "true: the encoder publishes no latent unless the sim camera's camera_info matches the model's intrinsics"),
 ]
 
 
@@ -37,7 +40,8 @@ def generate_launch_description():
                parameters=[A["params_file"], dict(common, seed=ParameterValue(A["seed"], value_type=int))])
     encoder = Node(package="latent_vs", executable="encoder_node", name="encoder", namespace=A["namespace"],
                    output="screen", ros_arguments=ros_args,
-                   parameters=[A["params_file"], dict(common, model_dir=model_dir)],
+                   parameters=[A["params_file"], dict(common, model_dir=model_dir, strict_intrinsics=ParameterValue(
+                       A["strict_intrinsics"], value_type=bool))],
                    condition=IfCondition(PythonExpression(["'", A["method"], "' == 'mlvs'"])))
     controller = Node(package="latent_vs", executable="controller_node", name="controller", namespace=A["namespace"],
                       output="screen", ros_arguments=ros_args,

@@ -95,6 +95,30 @@ def test_node_config_parameters_are_declared_and_valid(path):
         assert controller_node.ControllerNode._check(ctl) is None
 
 
+# servo.yaml values that differ from the nodes' defaults on purpose (a real robot)
+ROBOT_VALUES = {"controller": {"max_linear_speed", "max_angular_speed", "input_timeout", "command_frame"}}
+
+
+def test_servo_yaml_lists_every_encoder_and_controller_parameter_with_a_comment():
+    """A robot's user edits servo.yaml: every parameter of both nodes is there (issue 14:
+    strict_intrinsics, intrinsics_tolerance, diagnostics_period, image_qos, ...), at the node's
+    default unless it is a robot value, each with a one-line comment."""
+    path = NODE_CONFIGS[0]
+    doc = yaml.safe_load(open(path))
+    lines = open(path).read().splitlines()
+    for node in ("encoder", "controller"):
+        have = doc[f"/**/{node}"]["ros__parameters"]
+        missing = set(DECLARED[node]) - set(have)
+        assert not missing, f"servo.yaml lacks {node} parameters {sorted(missing)}"
+        for name, (default, _desc) in DECLARED[node].items():
+            if name not in ROBOT_VALUES.get(node, ()):
+                assert have[name] == default, (node, name, have[name], default)
+    for name in ("strict_intrinsics", "intrinsics_tolerance", "intrinsics_matrix", "image_qos", "no_image_warning",
+                 "diagnostics_period", "future_tolerance", "threads"):
+        line = next(ln for ln in lines if ln.strip().startswith(f"{name}:"))
+        assert "#" in line and len(line.split("#", 1)[1].strip()) > 5, line
+
+
 def test_every_parameter_has_a_description():
     for node, params in DECLARED.items():
         for name, (_default, desc) in params.items():

@@ -78,3 +78,21 @@ def test_servo_launch_overrides():
     assert ctl.params[-1]["hand_eye"] == [0.0, 0.0, 0.05, 0.0, 0.0, 0.0] and ctl.params[-1]["stamped"] is False
     assert ("image", "/cam/image_raw") in ctl.remappings and ("cmd_twist", "/servo/cmd") in ctl.remappings
     assert ("image", "/cam/image_raw") in got.node("encoder").remappings
+
+
+@pytest.mark.parametrize("path", LAUNCH_FILES, ids=os.path.basename)
+def test_strict_intrinsics_reaches_the_encoder_only(path):
+    """strict_intrinsics (issue 14, item 3): declared where an encoder runs, false by default
+    (the node's default), a bool parameter of the encoder alone."""
+    from latent_vs.ros import encoder_node
+    got = evaluate(path)
+    assert got.declared["strict_intrinsics"] == "false"
+    assert encoder_node.PARAMETERS["strict_intrinsics"][0] is False
+    assert got.node("encoder").params[-1]["strict_intrinsics"] is False
+    got = evaluate(path, strict_intrinsics="true")
+    assert got.node("encoder").params[-1]["strict_intrinsics"] is True
+    for n in got.nodes:
+        if n.name != "encoder":
+            assert not any("strict_intrinsics" in p for p in n.params if isinstance(p, dict)), n.name
+    with pytest.raises(AssertionError, match="not a bool"):
+        evaluate(path, strict_intrinsics="maybe")

@@ -94,10 +94,11 @@ def test_servo_yaml_applies_under_a_namespace(procs):
 
 def test_servo_launch_with_namespace_over_dds(procs, tmp_path):
     """servo.launch.py namespace:=/arm1 (evaluated by test/launch_eval.py into the commands
-    ros2 launch runs): the nodes come up in /arm1 with servo.yaml's values and the arguments."""
+    ros2 launch runs): the nodes come up in /arm1 with servo.yaml's values and the arguments
+    (strict_intrinsics:=true over the file's false)."""
     from launch_eval import command_line, evaluate
     got = evaluate(os.path.join(ROOT, "launch", "servo.launch.py"), namespace="arm1", log_level="warn",
-                   command_frame="flange", hand_eye="[0.0, 0.0, 0.05, 0.0, 0.0, 0.0]")
+                   command_frame="flange", hand_eye="[0.0, 0.0, 0.05, 0.0, 0.0, 0.0]", strict_intrinsics="true")
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     for n in got.nodes:
         procs.append(subprocess.Popen(command_line(n, str(tmp_path)), cwd=ROOT, env=env, stdout=subprocess.PIPE,
@@ -110,7 +111,8 @@ def test_servo_launch_with_namespace_over_dds(procs, tmp_path):
                                  ["max_linear_speed", "gain", "command_frame", "hand_eye", "use_sim_time"])
             assert got == {"max_linear_speed": 0.05, "gain": 0.5, "command_frame": "flange",
                            "hand_eye": [0.0, 0.0, 0.05, 0.0, 0.0, 0.0], "use_sim_time": False}
-            assert get_parameters(node, f"{NS}/encoder/get_parameters", ["threads"]) == {"threads": 1}
+            assert get_parameters(node, f"{NS}/encoder/get_parameters", ["threads", "strict_intrinsics"]) == {
+                "threads": 1, "strict_intrinsics": True}
         finally:
             node.destroy_node()
     finally:
