@@ -1,5 +1,6 @@
 """Fault injection against live nodes (issue 13): signals, stamps, absurd values, untrusted
-files, large images, damaged bags, clearing the goal. Starts encoder_node, controller_node and
+files, large images, damaged bags, clearing the goal; and camera_info (issue 14): a camera
+that differs from the model's intrinsics under strict_intrinsics, broken camera_info. Starts encoder_node, controller_node and
 sim_camera_node as processes over real DDS (and the `latent-vs` CLI for files and bags), injects
 each fault and prints a table: case, expected, got, ✅/❌. Exit status 1 when any case fails.
 
@@ -29,7 +30,8 @@ for k, v in (("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST"), ("RMW_IMPLEMENTATIO
 
 import numpy as np  # noqa: E402
 
-ITEMS = {1: "signals", 2: "stamps", 3: "absurd values", 4: "untrusted files", 5: "large images", 6: "bags", 7: "goal"}
+ITEMS = {1: "signals", 2: "stamps", 3: "absurd values", 4: "untrusted files", 5: "large images", 6: "bags", 7: "goal",
+         8: "camera_info"}
 ZERO = np.zeros(6)
 
 
@@ -275,6 +277,86 @@ def encoder_cases(h: Harness, items: set[int]) -> list:
     return rows
 
 
+def camera_info_cases(h: Harness) -> list:
+    """Item 8 (issue 14): camera_info on a strict_intrinsics encoder_node feeding an mlvs
+    controller_node, images and camera_info from the harness (the rendered start view, 224 px,
+    and the camera it was rendered with): matching -> servoing; focal length +20% -> no
+    latents, stale, zero twist; NaN or all-zero K -> one log line each, the encoder alive;
+    matching again -> servoing again."""
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CameraInfo, Image
+    from std_msgs.msg import Float32MultiArray
+    from latent_vs.camera import Camera, default_camera
+    from latent_vs.ros.convert import SENSOR_QOS, array_to_image_msg
+    from latent_vs.ros.sim_camera_node import camera_info_msg
+    ns = "/k"
+    enc = h.start("encoder_node", {"strict_intrinsics": True, "no_image_warning": 1.0}, "encoder_strict.log", ns=ns)
+    h.start("controller_node", {"goal_image": str(h.world.goal_file), "input_timeout": 0.5}, "controller_k.log", ns=ns)
+    probe = h.probe(ns)
+    if not (h.wait_node("encoder", ns) and h.wait_node("controller", ns)):
+        return [("8 strict encoder_node and controller_node start", "ready", "did not start", False)]
+    log = h.tmp / "encoder_strict.log"
+    latents = []
+    h.node.create_subscription(Float32MultiArray, f"{ns}/latent", latents.append, 10)
+    img_pub = h.node.create_publisher(Image, f"{ns}/image", QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
+    info_pub = h.node.create_publisher(CameraInfo, f"{ns}/camera_info", SENSOR_QOS)
+    h.spin(lambda: img_pub.get_subscription_count() > 0 and info_pub.get_subscription_count() > 0, 10.0)
+    cam = default_camera(224)                                    # the camera World renders with
+    good = camera_info_msg(cam)
+    longer = camera_info_msg(Camera(224, 224, 1.2 * cam.px, 1.2 * cam.py, cam.u0, cam.v0))
+
+    def feed(info, cond=lambda: False, timeout=5.0, n=None):
+        """camera_info then the image, at ~20 Hz, until cond() or timeout (or n frames)."""
+        deadline, sent = time.monotonic() + timeout, 0
+        while time.monotonic() < deadline and (n is None or sent < n):
+            stamp = h.node.get_clock().now().to_msg()
+            info.header.stamp = stamp
+            info_pub.publish(info)
+            img_pub.publish(array_to_image_msg(h.world.start_img, stamp, "camera"))
+            sent += 1
+            if h.spin(cond, 0.05):
+                return True
+        return cond()
+
+    rows = []
+    probe.enable(h.ex, True)
+    k = len(probe.twists)
+    ok = feed(good, lambda: probe.moving(k) and len(latents) > 3, 60.0)
+    n = log_count(log, "camera_info matches the model's intrinsics")
+    rows.append(("8 strict_intrinsics, camera_info matching the model", "latents, servoing, one log line",
+                 f"{len(latents)} latent(s), state {probe.state}, {n} log line(s)", ok and n == 1))
+
+    k = len(probe.twists)
+    stale = feed(longer, lambda: probe.stopped("stale", k), 5.0)
+    n0 = len(latents)
+    feed(longer, timeout=1.0)                                    # a second more: nothing gets through
+    new = len(latents) - n0
+    n = log_count(log, "camera intrinsics differ from the model's")
+    zero = any(not np.any(t) for t in probe.twists[k:])
+    rows.append(("8 strict_intrinsics, camera_info focal length +20%", "no latents, stale, zero twist, one log line",
+                 f"{new} latent(s) in 1 s, state {probe.state}, {'zero twist' if zero else 'no zero twist'}, "
+                 f"{n} log line(s)", stale and zero and new == 0 and n == 1))
+
+    for what, k_values in (("K NaN", [float("nan")] * 9), ("K all zeros", [0.0] * 9)):
+        broken = camera_info_msg(cam)
+        broken.k = k_values
+        n0, z0 = log_count(log, "unusable"), len(latents)
+        feed(broken, n=5)
+        h.spin(lambda: log_count(log, "unusable") > n0, 2.0)
+        h.spin(timeout=0.3)
+        n, new = log_count(log, "unusable") - n0, len(latents) - z0
+        alive = enc.poll() is None and ("encoder", ns) in h.node.get_node_names_and_namespaces()
+        rows.append((f"8 camera_info {what}, five times", "encoder alive, no latents (strict), one log line",
+                     f"alive: {alive}, {new} latent(s), {n} log line(s)", alive and new == 0 and n == 1))
+
+    k, n0 = len(probe.twists), len(latents)
+    ok = feed(good, lambda: probe.moving(k) and len(latents) > n0, 10.0)
+    n = log_count(log, "camera_info matches the model again")
+    rows.append(("8 strict_intrinsics, matching camera_info again", "latents, servoing, one log line",
+                 f"{len(latents) - n0} latent(s), state {probe.state}, {n} log line(s)", ok and n == 1))
+    return rows
+
+
 def signal_cases(h: Harness) -> list:
     """Item 1: SIGINT and SIGTERM to each node, idle (use_sim_time, no /clock) and busy."""
     from geometry_msgs.msg import PoseStamped
@@ -425,12 +507,15 @@ def bag_cases(tmp: Path) -> list:
 
 def run(items: set[int], tmp: Path) -> list:
     rows = []
-    if items & {1, 2, 3, 5, 7}:
+    if items & {1, 2, 3, 5, 7, 8}:
         h = Harness(tmp)
         try:
-            if items & {2, 3, 7}:
+            if items & {2, 3, 7, 8}:
                 h.world = World(tmp)
+            if items & {2, 3, 7}:
                 rows += controller_cases(h, items)
+            if 8 in items:
+                rows += camera_info_cases(h)
             if items & {3, 5}:
                 rows += encoder_cases(h, items)
             if 1 in items:
