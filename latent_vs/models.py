@@ -60,8 +60,12 @@ def normalise_images(images: torch.Tensor, mean: float = IMAGE_MEAN, std: float 
 
 
 def prepare_images(images: np.ndarray, size: int) -> np.ndarray:
-    """uint8 (B, H, W) or (H, W) of any size -> (B, size, size) uint8: centre crop to a square,
-    then resize (area interpolation when shrinking)."""
+    """uint8 (B, H, W) or (H, W) of any size -> (B, size, size): centre crop to a square, then
+    resize (area interpolation when shrinking). Images already size x size pass unchanged;
+    resized ones come as float32 grey levels, not re-quantised: averaging a k x k block of a
+    larger camera image keeps detail finer than one grey level, and that detail is what lets
+    the servo end close to the goal (with a 224 px camera MLVS ends ~2x closer than on 64 px
+    uint8 images; docs/benchmark.md)."""
     images = np.asarray(images)
     if images.ndim == 2:
         images = images[None]
@@ -72,7 +76,7 @@ def prepare_images(images: np.ndarray, size: int) -> np.ndarray:
         return images
     s = min(H, W)
     y0, x0 = (H - s) // 2, (W - s) // 2
-    crop = images[:, y0:y0 + s, x0:x0 + s]
+    crop = images[:, y0:y0 + s, x0:x0 + s].astype(np.float32)
     interp = cv2.INTER_AREA if s > size else cv2.INTER_LINEAR
     return np.stack([cv2.resize(np.ascontiguousarray(c), (size, size), interpolation=interp) for c in crop])
 

@@ -226,3 +226,29 @@ def test_fit_affine_on_rank_deficient_features():
     ours = (F @ W.T + b - Z).norm(dim=1).mean().item()
     ref = np.linalg.norm(A @ best - Z.numpy(), axis=1).mean()
     assert ours == pytest.approx(ref, rel=1e-6)
+
+
+def test_sensor_sizes_render_larger_images_as_the_encoder_resizes_them():
+    """data.sensor_sizes: the clean view is a larger camera image brought to ψ's input by the
+    encoder's own preprocessing (CPU source exactly; the GPU source's area resize within a few
+    grey levels of it), unlike the image rendered at ψ's size."""
+    from latent_vs.models import prepare_images
+    cam, cfg = default_camera(64), SceneConfig()
+    poses = data.PoseSet.sample(200, 2, cfg)
+    big = Scene(cfg, cam.scaled(224))
+    cpu = data.SceneBatchSource(poses, cfg, cam, anchors=3, neighbours=2, perturbations=1, pool=100,
+                                w_t=0.5, w_r=1.5, device="cpu", seed=0, workers=0, sensor_sizes=[224])
+    b = next(cpu)
+    idx = [int(np.argmin(np.abs(poses.T - T).sum((1, 2)))) for T in b.T.numpy()]
+    want = np.stack([np.rint(prepare_images(big.render(poses.T[i]), 64)[0]) for i in idx])
+    got = b.images[:, 0, 0].numpy() * data.IMAGE_STD * 255 + data.IMAGE_MEAN * 255
+    np.testing.assert_allclose(got, want, atol=1e-3)
+    own = Scene(cfg, cam).render_batch(poses.T[idx]).astype(float)
+    assert np.abs(own - want).mean() > 1.0          # not the image rendered at 64 px
+    gpu = data.TorchBatchSource(poses, Scene(cfg, cam), anchors=3, neighbours=2, perturbations=1, pool=100,
+                                w_t=0.5, w_r=1.5, device="cpu", seed=0, sensor_sizes=[224])
+    bt = next(gpu)
+    got_t = bt.images[:, 0, 0].numpy() * data.IMAGE_STD * 255 + data.IMAGE_MEAN * 255
+    want_t = np.stack([prepare_images(big.render(T), 64)[0] for T in bt.T.numpy()])
+    assert np.abs(got_t - want_t).mean() < 2.0
+    cpu.close()

@@ -35,11 +35,14 @@ class MLVS(ControlLaw):
     def __init__(self, model=None, k: int = 50, oracle: bool = False, exact_jacobian: bool = False,
                  weighting: str = "inverse", gain: float = 0.1, jacobian: str = "knn",
                  bank: PoseBank | None = None, bank_config: BankConfig | None = None,
-                 cache_dir: str | None = None, refine_steps: int = 3, phi=None, progress: bool = False):
+                 cache_dir: str | None = None, refine_steps: int = 3, phi=None, progress: bool = False,
+                 sensor: int | None = None):
         """model: LatentModel (ψ, φ, meta); phi: φ alone (oracle use without ψ; model may be None).
         k: neighbours of eq. 13; weighting: α_j ∝ distance ("proportional", eq. 13 as printed)
         or ∝ 1/distance ("inverse", the authors' code); gain: λ of eq. 14.
-        jacobian: "knn" (eq. 13) or "refine" (exact L_z at a Gauss–Newton pose estimate)."""
+        jacobian: "knn" (eq. 13) or "refine" (exact L_z at a Gauss–Newton pose estimate).
+        sensor: size [px] of the camera image a simulation renders (`camera`); the encoder's
+        preprocessing makes ψ's input from it, as in the nodes. None: ψ's input size."""
         if weighting not in WEIGHTINGS:
             raise ValueError(f"unknown weighting '{weighting}' (known: {', '.join(WEIGHTINGS)})")
         if jacobian not in ("knn", "refine"):
@@ -54,6 +57,8 @@ class MLVS(ControlLaw):
         self.refine_steps = int(refine_steps)
         self.needs_pose = self.oracle
         self.camera = None if (self.oracle or model is None) else model.camera
+        if self.camera is not None and sensor:
+            self.camera = self.camera.scaled(int(sensor))
         self.name = "mlvs" + ("-oracle" if oracle else "") + ("-exact" if exact_jacobian else f"-k{k}")
         self.bank = bank
         if self.bank is None and not (self.oracle and self.exact_jacobian):
@@ -130,9 +135,12 @@ class MLVS(ControlLaw):
 
 
 def make(model_dir: str | None = None, k: int = 50, oracle: bool = False, exact_jacobian: bool = False,
-         weighting: str = "inverse", gain: float = 0.1, **kwargs) -> MLVS:
-    """Benchmark/ROS factory: load models/<model_dir or default> and build (or load) its bank."""
+         weighting: str = "inverse", gain: float = 0.1, sensor: int | None = None, **kwargs) -> MLVS:
+    """Benchmark/ROS factory: load models/<model_dir or default> and build (or load) its bank.
+    The benchmark renders ψ's input size (uint8) unless `sensor` is given, e.g. mlvs-k50[sensor=224]:
+    224 px images brought to ψ's input by the encoder's preprocessing, as in the demo's nodes."""
     from ..models import load_model
     from ..paths import model_dir as resolve
     model = load_model(resolve(model_dir or "default"))
-    return MLVS(model, k=k, oracle=oracle, exact_jacobian=exact_jacobian, weighting=weighting, gain=gain, **kwargs)
+    return MLVS(model, k=k, oracle=oracle, exact_jacobian=exact_jacobian, weighting=weighting, gain=gain,
+                sensor=sensor, **kwargs)

@@ -90,6 +90,11 @@ class DataSection:
     False: uniform in a ±5 cm box and up to 10°"""
     weight_pairs: int = 20000
     """random pose pairs averaged for w_t, w_θu (eq. 8)"""
+    sensor_sizes: list = field(default_factory=list)
+    """camera image sizes [px] to render training images at, each batch's (GPU) or image's (CPU)
+    drawn from the list and brought to ψ's input by the encoder's preprocessing
+    (models.prepare_images): ψ then meets the blur of a resized camera image, as in the nodes.
+    [] : rendered at ψ's input size only"""
 
     def pool(self) -> dict:
         """Keyword arguments of tasks.sample_training_poses (training and held-out poses alike)."""
@@ -301,6 +306,8 @@ def validate(cfg: TrainConfig, where: str = "config") -> TrainConfig:
         bad("train.loss_weights", "must be three numbers (eq. 12's three terms)")
     if t.time_budget_min is not None and t.time_budget_min <= 0:
         bad("train.time_budget_min", "must be > 0")
+    if any(not isinstance(v, int) or not 16 <= v <= 4096 for v in cfg.data.sensor_sizes):
+        bad("data.sensor_sizes", "must be image sizes in pixels (16–4096)")
     if t.goal_fit_eps <= 0 or (t.goal_fit_clean_eps is not None and t.goal_fit_clean_eps <= 0):
         bad("train.goal_fit_eps", "ε must be > 0 (goal_fit_clean_eps too)")
     if cfg.scene.width_m <= 0 or cfg.scene.height_m <= 0 or cfg.scene.goal_depth_m <= 0:

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from .. import geometry
 from ..camera import Camera
+from ..models import prepare_images
 from ..scene import Scene, SceneConfig, goal_pose, lighting, noise, occlusion, perturb_goal
 from ..tasks import sample_training_poses
 from .nets import IMAGE_MEAN, IMAGE_STD, normalise_images
@@ -242,10 +243,13 @@ class TorchBatchSource:
     """Batches rendered and perturbed on the training device (the GPU path)."""
 
     def __init__(self, poses: PoseSet, scene: Scene, anchors: int, neighbours: int, perturbations: int,
-                 pool: int, w_t: float, w_r: float, device, seed: int = 0):
+                 pool: int, w_t: float, w_r: float, device, seed: int = 0, sensor_sizes=()):
         self.poses, self.device = poses, torch.device(device)
         self.N, self.M, self.P, self.pool, self.w_t, self.w_r = anchors, neighbours, perturbations, pool, w_t, w_r
         self.renderer = TorchRenderer(scene, self.device)
+        # larger camera images, area-resized to ψ's input (sensor_sizes): one renderer per size
+        self.sensors = [TorchRenderer(Scene(scene.config, scene.camera.scaled(int(s))), self.device)
+                        if int(s) != scene.camera.width else self.renderer for s in sensor_sizes]
         self.R = torch.from_numpy(poses.R).to(self.device)
         self.t = torch.from_numpy(poses.t).to(self.device)
         self.T = torch.from_numpy(poses.T).to(self.device)
@@ -259,7 +263,11 @@ class TorchBatchSource:
     def __next__(self) -> Batch:
         idx = select_indices(len(self.poses), self.R, self.t, self.N, self.M, self.pool, self.w_t, self.w_r, self.gen)
         T = self.T[idx]
-        clean = self.renderer.render(T)                               # (B, S, S)
+        r = self.sensors[int(torch.randint(len(self.sensors), (1,), generator=self.gen))] if self.sensors \
+            else self.renderer
+        clean = r.render(T)                                           # (B, S, S), or larger
+        if r is not self.renderer:                                    # the encoder's area resize
+            clean = F.interpolate(clean[:, None], size=(self.renderer.H, self.renderer.W), mode="area")[:, 0].round()
         views = [clean] + [perturb_torch(clean, self.gen_dev) for _ in range(self.P)]
         imgs = normalise_images(torch.stack(views, 1))[:, :, None]   # (B, V, 1, S, S)
         return Batch(imgs, self.r[idx], T, self.N, self.M)
@@ -271,23 +279,31 @@ class TorchBatchSource:
 class _SceneBatches(torch.utils.data.IterableDataset):
     """Worker side of SceneBatchSource: uint8 batches rendered with the OpenCV renderer."""
 
-    def __init__(self, poses: PoseSet, scene_cfg: SceneConfig, camera: Camera, N, M, P, pool, w_t, w_r, seed):
+    def __init__(self, poses: PoseSet, scene_cfg: SceneConfig, camera: Camera, N, M, P, pool, w_t, w_r, seed,
+                 sensor_sizes=()):
         self.poses, self.scene_cfg, self.camera = poses, scene_cfg, camera
         self.args = (N, M, P, pool, w_t, w_r)
-        self.seed = seed
+        self.seed, self.sensor_sizes = seed, [int(s) for s in sensor_sizes]
 
     def __iter__(self):
         torch.set_num_threads(1)
         info = torch.utils.data.get_worker_info()
         wid = info.id if info else 0
         scene = Scene(self.scene_cfg, self.camera)
+        sensors = [Scene(self.scene_cfg, self.camera.scaled(s)) for s in self.sensor_sizes]
         rng = np.random.default_rng([self.seed, wid])
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
         N, M, P, pool, w_t, w_r = self.args
         R, t = torch.from_numpy(self.poses.R), torch.from_numpy(self.poses.t)
         while True:
             idx = select_indices(len(self.poses), R, t, N, M, pool, w_t, w_r, gen).numpy()
-            clean = scene.render_batch(self.poses.T[idx])
+            if sensors:   # each image from a camera of a size drawn from sensor_sizes, as the encoder sees it
+                S = self.camera.width
+                clean = np.stack([np.clip(np.rint(prepare_images(sc.render(T), S)[0]), 0, 255).astype(np.uint8)
+                                  for sc, T in zip((sensors[j] for j in rng.integers(len(sensors), size=len(idx))),
+                                                   self.poses.T[idx])])
+            else:
+                clean = scene.render_batch(self.poses.T[idx])
             imgs = np.empty((len(idx), P + 1) + clean.shape[1:], np.uint8)
             imgs[:, 0] = clean
             for i in range(len(idx)):
@@ -300,9 +316,11 @@ class SceneBatchSource:
     """Batches rendered by `scene.Scene` (OpenCV) in `workers` processes (0: in this process)."""
 
     def __init__(self, poses: PoseSet, scene_cfg: SceneConfig, camera: Camera, anchors: int, neighbours: int,
-                 perturbations: int, pool: int, w_t: float, w_r: float, device, seed: int = 0, workers: int = 1):
+                 perturbations: int, pool: int, w_t: float, w_r: float, device, seed: int = 0, workers: int = 1,
+                 sensor_sizes=()):
         self.poses, self.device, self.N, self.M = poses, torch.device(device), anchors, neighbours
-        ds = _SceneBatches(poses, scene_cfg, camera, anchors, neighbours, perturbations, pool, w_t, w_r, seed)
+        ds = _SceneBatches(poses, scene_cfg, camera, anchors, neighbours, perturbations, pool, w_t, w_r, seed,
+                           sensor_sizes)
         self.loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers,
                                                   prefetch_factor=2 if workers else None,
                                                   persistent_workers=workers > 0)
@@ -337,11 +355,19 @@ class HeldOut:
     clean: np.ndarray      # (n, S, S) uint8
     perturbed: np.ndarray  # (n, S, S) uint8: the benchmark's goal perturbation (lighting + occlusion)
     near_goal: np.ndarray  # (n,) bool: within 5 cm and 10° of the goal
+    sensor: np.ndarray | None = None  # (n, S, S) float32: the clean views from a HELDOUT_SENSOR_PX camera,
+                                      # brought to ψ's input by the encoder's preprocessing (the nodes' view)
 
     def tensors(self, device) -> dict:
         def prep(x):
             return normalise_images(torch.from_numpy(x).to(device))[:, None]
-        return {"r": torch.from_numpy(self.r).to(device), "clean": prep(self.clean), "perturbed": prep(self.perturbed)}
+        out = {"r": torch.from_numpy(self.r).to(device), "clean": prep(self.clean), "perturbed": prep(self.perturbed)}
+        if self.sensor is not None:
+            out["sensor"] = prep(self.sensor)
+        return out
+
+
+HELDOUT_SENSOR_PX = 224   # the demo's camera (config/sim.yaml) and the paper's image size
 
 
 def make_heldout(n: int, seed: int, scene_cfg: SceneConfig, camera: Camera, **pool) -> HeldOut:
@@ -351,8 +377,10 @@ def make_heldout(n: int, seed: int, scene_cfg: SceneConfig, camera: Camera, **po
     clean = scene.render_batch(poses.T)
     rng = np.random.default_rng(seed)
     pert = np.stack([perturb_goal(im, rng) for im in clean])
+    big = Scene(scene_cfg, camera.scaled(HELDOUT_SENSOR_PX))
+    sensor = np.stack([prepare_images(big.render(T), camera.width)[0] for T in poses.T])
     t_err, r_err = geometry.error_metrics(poses.goal, poses.T)
-    return HeldOut(poses.r, poses.T, clean, pert, (t_err <= 0.0501) & (r_err <= np.deg2rad(10.01)))
+    return HeldOut(poses.r, poses.T, clean, pert, (t_err <= 0.0501) & (r_err <= np.deg2rad(10.01)), sensor)
 
 
 __all__ = ["Batch", "PoseSet", "TorchRenderer", "TorchBatchSource", "SceneBatchSource", "HeldOut", "make_heldout",

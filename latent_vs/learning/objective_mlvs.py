@@ -258,6 +258,8 @@ class MLVSObjective:
                "phi_goal_abs_err": float(((z_r - z0).norm(dim=1) - d0).abs().mean()),
                "phi_pair_abs_err": float((pairwise_latent_distance(z_r, z_r)[iu[0], iu[1]] - dd).abs().mean()),
                **out_goal}
+        if "sensor" in held:   # the same poses seen through a 224 px camera and the encoder's resize
+            out["fit_sensor"] = float((self._encode(held["sensor"]) - z_r).norm(dim=1).mean())
         return out
 
     def latent_norm(self, held: dict) -> dict:

@@ -317,10 +317,11 @@ class Trainer:
         d = cfg.data
         if renderer == "torch":
             return data.TorchBatchSource(ctx.poses, ctx.scene, d.anchors, d.neighbours, d.perturbations,
-                                         d.neighbour_pool, ctx.w_t, ctx.w_r, ctx.device, seed=seed)
+                                         d.neighbour_pool, ctx.w_t, ctx.w_r, ctx.device, seed=seed,
+                                         sensor_sizes=d.sensor_sizes)
         return data.SceneBatchSource(ctx.poses, ctx.scene_config, ctx.camera, d.anchors, d.neighbours,
                                      d.perturbations, d.neighbour_pool, ctx.w_t, ctx.w_r, ctx.device, seed=seed,
-                                     workers=cfg.workers)
+                                     workers=cfg.workers, sensor_sizes=d.sensor_sizes)
 
     # ------------------------------------------------------------------ checkpoints
     def state(self, step: int, elapsed: float, extra: dict) -> dict:
