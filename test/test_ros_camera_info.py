@@ -5,23 +5,20 @@ of numbers, strict_intrinsics withholds the latents (the controller goes stale a
 zero twist) until a matching one comes, and bad camera_info (zeros, NaN) never kills it."""
 import numpy as np
 import pytest
-import torch
 
 rclpy = pytest.importorskip("rclpy")
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 from std_msgs.msg import Float32MultiArray  # noqa: E402
 
 from latent_vs.camera import default_camera  # noqa: E402
-from latent_vs.learning.export import export_model, load_model, prepare_images  # noqa: E402
-from latent_vs.learning.nets import ImageEncoder, PoseNet  # noqa: E402
+from latent_vs.learning.export import load_model, prepare_images  # noqa: E402
 from latent_vs.ros import intrinsics  # noqa: E402
 from latent_vs.ros.convert import array_to_image_msg  # noqa: E402
 from latent_vs.ros.encoder_node import EncoderNode  # noqa: E402
 from latent_vs.ros.probe import Probe, spin_until  # noqa: E402
-from latent_vs.scene import SceneConfig, goal_pose  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("ros")    # rclpy.init() for the module (conftest.py)
 MODEL_CAM = intrinsics.model_intrinsics(default_camera(64))
 
 
@@ -107,33 +104,9 @@ def test_binning_roi_and_bad_camera_info():
 
 
 # ------------------------------------------------------------------ the encoder over DDS
-@pytest.fixture(scope="module", autouse=True)
-def ros():
-    rclpy.init()
-    yield
-    rclpy.shutdown()
-
-
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    torch.manual_seed(0)
-    scene = SceneConfig()
-    meta = {"name": "camera-info-test", "latent_dim": 8, "image": {"size": 64, "channels": 1, "mean": 0.5, "std": 0.25},
-            "camera": default_camera(64).to_dict(), "scene": scene.to_dict(),
-            "goal_pose": goal_pose(scene).tolist(), "w_t": 0.4, "w_r": 0.9}
-    out = str(tmp_path_factory.mktemp("models") / "random")
-    export_model(out, ImageEncoder(10, 4, 64, latent_dim=8), PoseNet(latent_dim=8), meta)
-    return load_model(out)
-
-
-@pytest.fixture
-def ex():
-    executor = SingleThreadedExecutor()
-    yield executor
-    for node in list(executor.get_nodes()):
-        executor.remove_node(node)
-        node.destroy_node()
-    executor.shutdown()
+def model(random_model):
+    return load_model(random_model("camera-info-test", 8))
 
 
 class Camera:

@@ -12,7 +12,6 @@ rclpy = pytest.importorskip("rclpy")
 from geometry_msgs.msg import PoseStamped  # noqa: E402
 from rcl_interfaces.msg import Parameter as ParameterMsg  # noqa: E402
 from rcl_interfaces.srv import SetParameters  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
@@ -25,26 +24,9 @@ from latent_vs.ros.probe import Probe, spin_until  # noqa: E402
 from latent_vs.ros.sim_camera_node import SimCameraNode  # noqa: E402
 from latent_vs.scene import Scene, SceneConfig, goal_pose  # noqa: E402
 
-pytestmark = pytest.mark.ros
+pytestmark = [pytest.mark.ros, pytest.mark.usefixtures("ros")]
 GOAL = goal_pose(SceneConfig())
 ZERO = np.zeros(6)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def ros():
-    rclpy.init()
-    yield
-    rclpy.shutdown()
-
-
-@pytest.fixture
-def ex():
-    executor = SingleThreadedExecutor()
-    yield executor
-    for node in list(executor.get_nodes()):
-        executor.remove_node(node)
-        node.destroy_node()
-    executor.shutdown()
 
 
 def _params(d):

@@ -8,12 +8,10 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
 rclpy = pytest.importorskip("rclpy")
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from geometry_msgs.msg import PoseStamped  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
@@ -21,8 +19,7 @@ from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 from latent_vs import geometry  # noqa: E402
 from latent_vs.camera import default_camera  # noqa: E402
 from latent_vs.control.mlvs import MLVS  # noqa: E402
-from latent_vs.learning.export import export_model, load_model  # noqa: E402
-from latent_vs.learning.nets import ImageEncoder, PoseNet  # noqa: E402
+from latent_vs.learning.export import load_model  # noqa: E402
 from latent_vs.posebank import BankConfig  # noqa: E402
 from latent_vs.ros import intrinsics  # noqa: E402
 from latent_vs.ros.controller_node import ControllerNode  # noqa: E402
@@ -32,25 +29,8 @@ from latent_vs.ros.encoder_node import EncoderNode  # noqa: E402
 from latent_vs.ros.probe import Probe, spin_until  # noqa: E402
 from latent_vs.scene import SceneConfig, goal_pose  # noqa: E402
 
-pytestmark = pytest.mark.ros
+pytestmark = [pytest.mark.ros, pytest.mark.usefixtures("ros")]
 GOAL = goal_pose(SceneConfig())
-
-
-@pytest.fixture(scope="module", autouse=True)
-def ros():
-    rclpy.init()
-    yield
-    rclpy.shutdown()
-
-
-@pytest.fixture
-def ex():
-    executor = SingleThreadedExecutor()
-    yield executor
-    for node in list(executor.get_nodes()):
-        executor.remove_node(node)
-        node.destroy_node()
-    executor.shutdown()
 
 
 class Monitor(Node):
@@ -176,15 +156,8 @@ def test_controller_diagnostics_under_a_namespace(ex):
 
 # ------------------------------------------------------------------ encoder (and strict end to end)
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    torch.manual_seed(0)
-    scene = SceneConfig()
-    meta = {"name": "diag-test", "latent_dim": 16, "image": {"size": 64, "channels": 1, "mean": 0.5, "std": 0.25},
-            "camera": default_camera(64).to_dict(), "scene": scene.to_dict(),
-            "goal_pose": goal_pose(scene).tolist(), "w_t": 0.4, "w_r": 0.9}
-    out = str(tmp_path_factory.mktemp("models") / "random")
-    export_model(out, ImageEncoder(10, 4, 64, latent_dim=16), PoseNet(latent_dim=16), meta)
-    return load_model(out)
+def model(random_model):
+    return load_model(random_model("diag-test", 16))
 
 
 def camera_info(width, height, scale=1.0):

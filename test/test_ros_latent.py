@@ -8,21 +8,17 @@ import os
 
 import numpy as np
 import pytest
-import torch
 
 rclpy = pytest.importorskip("rclpy")
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Float32MultiArray  # noqa: E402
 
 from latent_vs import geometry, paths  # noqa: E402
-from latent_vs.camera import default_camera  # noqa: E402
 from latent_vs.control.mlvs import MLVS  # noqa: E402
 from latent_vs.errors import UserError  # noqa: E402
 from latent_vs.imageconv import array_to_fields_as  # noqa: E402
-from latent_vs.learning.export import export_model, load_model  # noqa: E402
-from latent_vs.learning.nets import ImageEncoder, PoseNet  # noqa: E402
+from latent_vs.learning.export import load_model  # noqa: E402
 from latent_vs.posebank import BankConfig  # noqa: E402
 from latent_vs.ros.controller_node import ControllerNode  # noqa: E402
 from latent_vs.ros.convert import latent_to_msg, msg_to_latent, msg_to_pose  # noqa: E402
@@ -31,27 +27,13 @@ from latent_vs.ros.probe import Probe, spin_until  # noqa: E402
 from latent_vs.ros.sim_camera_node import SimCameraNode, camera_for  # noqa: E402
 from latent_vs.scene import Scene, SceneConfig, goal_pose  # noqa: E402
 
-pytestmark = pytest.mark.ros
+pytestmark = [pytest.mark.ros, pytest.mark.usefixtures("ros")]
 ZERO = np.zeros(6)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def ros():
-    rclpy.init()
-    yield
-    rclpy.shutdown()
-
-
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    scene = SceneConfig()
-    meta = {"name": "ros-test", "latent_dim": 16, "image": {"size": 64, "channels": 1, "mean": 0.5, "std": 0.25},
-            "camera": default_camera(64).to_dict(), "scene": scene.to_dict(),
-            "goal_pose": goal_pose(scene).tolist(), "w_t": 0.4, "w_r": 0.9}
-    out = str(tmp_path_factory.mktemp("models") / "random")
-    export_model(out, ImageEncoder(10, 4, 64, latent_dim=16), PoseNet(latent_dim=16), meta)
-    return out
+def model_dir(random_model):
+    return random_model("ros-test", 16)
 
 
 @pytest.fixture(scope="module")
@@ -61,16 +43,6 @@ def model(model_dir):
 
 def small_mlvs(model):
     return MLVS(model, k=5, bank_config=BankConfig(grid_steps=4, near_goal=100, index="flat"), cache_dir="")
-
-
-@pytest.fixture
-def ex():
-    executor = SingleThreadedExecutor()
-    yield executor
-    for node in list(executor.get_nodes()):
-        executor.remove_node(node)
-        node.destroy_node()
-    executor.shutdown()
 
 
 def _add(ex, *nodes):

@@ -45,16 +45,6 @@ def get_parameters(node, service, names, timeout=90.0):
         node.destroy_client(client)
 
 
-@pytest.fixture
-def procs():
-    started = []
-    yield started
-    for p in started:
-        if p.poll() is None:
-            p.kill()
-        p.communicate(timeout=10)
-
-
 def test_servo_yaml_applies_under_a_namespace(procs):
     cfg = yaml.safe_load(open(SERVO_YAML))
     ctl_cfg, enc_cfg = cfg["/**/controller"]["ros__parameters"], cfg["/**/encoder"]["ros__parameters"]

@@ -11,13 +11,12 @@ import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 
 from latent_vs import geometry  # noqa: E402
 from latent_vs.ros.probe import Probe, spin_until  # noqa: E402
 from latent_vs.scene import SceneConfig, goal_pose  # noqa: E402
 
-pytestmark = [pytest.mark.ros, pytest.mark.slow]
+pytestmark = [pytest.mark.ros, pytest.mark.slow, pytest.mark.usefixtures("ros")]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -28,33 +27,6 @@ def node_process(module, *params):
         cmd += ["-p", p]
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def ros():
-    rclpy.init()
-    yield
-    rclpy.shutdown()
-
-
-@pytest.fixture
-def procs():
-    started = []
-    yield started
-    for p in started:
-        if p.poll() is None:
-            p.kill()
-        p.communicate(timeout=10)
-
-
-@pytest.fixture
-def ex():
-    executor = SingleThreadedExecutor()
-    yield executor
-    for node in list(executor.get_nodes()):
-        executor.remove_node(node)
-        node.destroy_node()
-    executor.shutdown()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

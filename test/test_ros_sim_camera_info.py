@@ -6,11 +6,9 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
 rclpy = pytest.importorskip("rclpy")
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
@@ -18,17 +16,15 @@ from std_msgs.msg import Float32MultiArray  # noqa: E402
 
 from latent_vs import paths  # noqa: E402
 from latent_vs.camera import Camera, default_camera  # noqa: E402
-from latent_vs.learning.export import export_model, load_model  # noqa: E402
-from latent_vs.learning.nets import ImageEncoder, PoseNet  # noqa: E402
+from latent_vs.learning.export import load_model  # noqa: E402
 from latent_vs.ros import intrinsics  # noqa: E402
 from latent_vs.ros.convert import SENSOR_QOS  # noqa: E402
 from latent_vs.ros.demo import demo_settings  # noqa: E402
 from latent_vs.ros.encoder_node import EncoderNode  # noqa: E402
 from latent_vs.ros.probe import spin_until  # noqa: E402
 from latent_vs.ros.sim_camera_node import SimCameraNode, camera_for, camera_info_msg  # noqa: E402
-from latent_vs.scene import SceneConfig, goal_pose  # noqa: E402
 
-pytestmark = pytest.mark.ros
+pytestmark = [pytest.mark.ros, pytest.mark.usefixtures("ros")]
 MODEL_CAM = intrinsics.model_intrinsics(default_camera(64))
 
 
@@ -62,34 +58,9 @@ def test_the_demos_sim_settings_match_the_shipped_models_camera():
 
 
 # ------------------------------------------------------------------ over DDS
-@pytest.fixture(scope="module", autouse=True)
-def ros():
-    rclpy.init()
-    yield
-    rclpy.shutdown()
-
-
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    torch.manual_seed(0)
-    scene = SceneConfig()
-    meta = {"name": "sim-camera-info-test", "latent_dim": 8,
-            "image": {"size": 64, "channels": 1, "mean": 0.5, "std": 0.25},
-            "camera": default_camera(64).to_dict(), "scene": scene.to_dict(),
-            "goal_pose": goal_pose(scene).tolist(), "w_t": 0.4, "w_r": 0.9}
-    out = str(tmp_path_factory.mktemp("models") / "random")
-    export_model(out, ImageEncoder(10, 4, 64, latent_dim=8), PoseNet(latent_dim=8), meta)
-    return load_model(out)
-
-
-@pytest.fixture
-def ex():
-    executor = SingleThreadedExecutor()
-    yield executor
-    for node in list(executor.get_nodes()):
-        executor.remove_node(node)
-        node.destroy_node()
-    executor.shutdown()
+def model(random_model):
+    return load_model(random_model("sim-camera-info-test", 8))
 
 
 class Watch(Node):
