@@ -35,8 +35,8 @@ import numpy as np
 
 from . import geometry
 from .imageconv import fit_image
-from .safety import (LATENT_NORM_MARGIN, ZERO_TWIST, Limits, future_problem, input_problem, is_stale,
-                     latent_norm_problem, limit_twist, setting_problem)
+from .safety import (HAND_EYE_MAX_TRANSLATION, LATENT_NORM_MARGIN, ZERO_TWIST, Limits, future_problem,
+                     input_problem, is_stale, latent_norm_problem, limit_twist, setting_problem)
 
 IDLE, NO_GOAL, SERVOING, CONVERGED, STALE, FAULT = "idle", "no_goal", "servoing", "converged", "stale", "fault"
 STATES = (IDLE, NO_GOAL, SERVOING, CONVERGED, STALE, FAULT)
@@ -309,8 +309,8 @@ class ServoController:
         T = np.asarray(cmd_T_cam, dtype=float)
         if T.shape != (4, 4) or not np.all(np.isfinite(T)):
             raise ValueError("hand_eye must be a finite 4x4 transform")
-        if np.max(np.abs(T[:3, 3])) > 10.0:
-            raise ValueError(f"hand_eye translation {T[:3, 3].tolist()} beyond 10 m")
+        if np.max(np.abs(T[:3, 3])) > HAND_EYE_MAX_TRANSLATION:
+            raise ValueError(f"hand_eye translation {T[:3, 3].tolist()} beyond {HAND_EYE_MAX_TRANSLATION:g} m")
         R = T[:3, :3]
         if not np.allclose(R.T @ R, np.eye(3), atol=1e-6) or np.linalg.det(R) < 0:
             raise ValueError("hand_eye rotation is not a rotation matrix")

@@ -298,10 +298,10 @@ class _SceneBatches(torch.utils.data.IterableDataset):
         while True:
             idx = select_indices(len(self.poses), R, t, N, M, pool, w_t, w_r, gen).numpy()
             if sensors:   # each image from a camera of a size drawn from sensor_sizes, as the encoder sees it
-                S = self.camera.width
-                clean = np.stack([np.clip(np.rint(prepare_images(sc.render(T), S)[0]), 0, 255).astype(np.uint8)
-                                  for sc, T in zip((sensors[j] for j in rng.integers(len(sensors), size=len(idx))),
-                                                   self.poses.T[idx])])
+                picks = rng.integers(len(sensors), size=len(idx))
+                big = [prepare_images(sensors[j].render(T), self.camera.width)[0]
+                       for j, T in zip(picks, self.poses.T[idx])]
+                clean = np.clip(np.rint(np.stack(big)), 0, 255).astype(np.uint8)
             else:
                 clean = scene.render_batch(self.poses.T[idx])
             imgs = np.empty((len(idx), P + 1) + clean.shape[1:], np.uint8)

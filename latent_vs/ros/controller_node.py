@@ -51,7 +51,7 @@ from std_srvs.srv import SetBool, Trigger
 from .. import geometry, paths
 from ..errors import UserError
 from ..imageconv import read_grey_image
-from ..safety import ZERO_TWIST, Limits, image_size_problem, settings_problem
+from ..safety import SETTINGS, ZERO_TWIST, Limits, image_size_problem, settings_problem
 from ..servo import METHODS, STATES, ServoController, make_law
 from .convert import (COMMAND_QOS, GOAL_QOS, LATEST_QOS, STATE_QOS, image_msg_to_array,
                       is_zero_stamp, latent_stamp, msg_to_latent, msg_to_pose, pose_to_msg, stamp_to_s,
@@ -67,6 +67,16 @@ def _float(text, lo, hi, read_only=False):
         FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)])
 
 
+def _setting(name, text):
+    """A controller setting's descriptor with its range from safety.SETTINGS (one table for
+    parameters and bag settings)."""
+    lo, hi, _, kind, _ = SETTINGS[name]
+    if kind is int:
+        return ParameterDescriptor(description=text, integer_range=[
+            IntegerRange(from_value=int(lo), to_value=int(hi), step=1)])
+    return _float(text, lo, hi)
+
+
 # name -> (default, descriptor). Units in brackets; ranges are enforced by rclpy on set, the
 # rest (strictly positive values, hand_eye, goal_image) by _validate.
 PARAMETERS = {
@@ -76,24 +86,24 @@ PARAMETERS = {
         "MLVS model directory; empty: the package's models/default"))),
     "threads": (1, ParameterDescriptor(read_only=True, description="torch intra-op threads of φ (MLVS, CPU) [count]",
                                        integer_range=[IntegerRange(from_value=1, to_value=64, step=1)])),
-    "gain": (0.5, _float("control gain λ [1/s]: the error decays as exp(-λ t) far from the limits", 0.0, 20.0)),
-    "k_neighbors": (50, ParameterDescriptor(description="MLVS: neighbours K of the latent regression (eq. 13) [count]",
-                                            integer_range=[IntegerRange(from_value=1, to_value=1000, step=1)])),
-    "max_linear_speed": (0.10, _float("limit on ‖v‖ [m/s]; the whole twist is scaled to keep its direction", 0.0, 2.0)),
-    "max_angular_speed": (0.50, _float("limit on ‖ω‖ [rad/s]; the whole twist is scaled to keep its direction", 0.0, 6.3)),
-    "input_timeout": (0.5, _float("input older than this (capture stamp), or none for this long, stops the arm [s]",
-                                  0.0, 10.0)),
-    "future_tolerance": (0.1, _float("input stamped further than this ahead of the controller's clock is "
-                                     "refused (fault) [s]", 0.0, 10.0)),
-    "converged_translation": (0.0002, _float(
+    "gain": (0.5, _setting("gain", "control gain λ [1/s]: the error decays as exp(-λ t) far from the limits")),
+    "k_neighbors": (50, _setting("k_neighbors", "MLVS: neighbours K of the latent regression (eq. 13) [count]")),
+    "max_linear_speed": (0.10, _setting("max_linear_speed",
+                                        "limit on ‖v‖ [m/s]; the whole twist is scaled to keep its direction")),
+    "max_angular_speed": (0.50, _setting("max_angular_speed",
+                                         "limit on ‖ω‖ [rad/s]; the whole twist is scaled to keep its direction")),
+    "input_timeout": (0.5, _setting("input_timeout",
+                                    "input older than this (capture stamp), or none for this long, stops the arm [s]")),
+    "future_tolerance": (0.1, _setting("future_tolerance", "input stamped further than this ahead of the "
+                                       "controller's clock is refused (fault) [s]")),
+    "converged_translation": (0.0002, _setting("converged_translation",
         "converged (the arm stops) when the estimated translation error stays below this [m] "
-        "(and the rotation below converged_rotation) for converged_steps inputs; 0: never", 0.0, 1.0)),
-    "converged_rotation": (0.02, _float(
+        "(and the rotation below converged_rotation) for converged_steps inputs; 0: never")),
+    "converged_rotation": (0.02, _setting("converged_rotation",
         "converged when the estimated rotation error stays below this [deg] (and the translation "
-        "below converged_translation) for converged_steps inputs; 0: never", 0.0, 180.0)),
-    "converged_steps": (5, ParameterDescriptor(description=(
-        "consecutive inputs the estimated pose error must stay within the converged bounds [count]"),
-        integer_range=[IntegerRange(from_value=1, to_value=1000, step=1)])),
+        "below converged_translation) for converged_steps inputs; 0: never")),
+    "converged_steps": (5, _setting("converged_steps",
+        "consecutive inputs the estimated pose error must stay within the converged bounds [count]")),
     "hand_eye": ([0.0] * 6, ParameterDescriptor(description=(
         "camera pose in command_frame: x y z [m] roll pitch yaw [rad] (fixed axes X, Y, Z); identity by default"))),
     "command_frame": ("camera", ParameterDescriptor(description=(
