@@ -283,7 +283,7 @@ class ServoController:
         self.enabled = bool(enabled)
         self.has_goal = False
         self._goal = None
-        self.state = IDLE if not self.enabled else NO_GOAL
+        self._waiting()
         self.error_norm = float("nan")
         self.pose_error = np.full(6, np.nan)  # the law's estimated pose error for the last input
         self.small_steps = 0                  # consecutive inputs with a pose error within the bounds
@@ -355,6 +355,11 @@ class ServoController:
         return None, self.state
 
     # ---------------------------------------------------------------- loop
+    def _waiting(self) -> str:
+        """The state while not servoing: idle (disabled) or no_goal (enabled, no goal yet)."""
+        self.state = IDLE if not self.enabled else NO_GOAL
+        return self.state
+
     def _stop(self, state: str, why: str):
         first = self.state != state
         self.state = state
@@ -382,8 +387,7 @@ class ServoController:
         (None: no staleness check). Returns (twist in the command frame | None, state)."""
         self.event = None
         if not self.enabled or not self.has_goal:
-            self.state = IDLE if not self.enabled else NO_GOAL
-            return None, self.state
+            return None, self._waiting()
         why = self.law.problem(y)
         if why is None and stamp_s is not None and now_s is not None:
             why = future_problem(stamp_s, now_s, self.future_tolerance)
@@ -423,8 +427,7 @@ class ServoController:
         (one zero twist) when servoing is on. Returns (twist | None, state)."""
         self.event = None
         if not self.enabled or not self.has_goal:
-            self.state = IDLE if not self.enabled else NO_GOAL
-            return None, self.state
+            return None, self._waiting()
         return self._stop(FAULT, why)
 
     def tick(self, now_s: float):
