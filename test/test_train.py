@@ -125,9 +125,12 @@ def test_train_checkpoint_resume_export(tmp_path, capsys):
     assert {"fit_clean", "fit_perturbed", "corr_image"} <= set(meta["diagnostics"])
     assert meta["config"]["name"] == "small" and meta["w_t"] > 0 and meta["benchmark"] == {}
     assert m.encode(np.zeros((2, 100, 120), np.uint8)).shape == (2, 32)
-    # resume continues at step 4
-    assert cli.main([*args, "--max-steps", "5", "--resume"]) == 0
-    assert [r["step"] for r in _rows(os.path.join(run, "train_log.csv"))] == ["1", "2", "3", "4", "5"]
+    # resume continues at step 4, with the learning rate of the resuming command's config
+    # (at lr 1e-3 the warm-up keeps these steps below 1e-4; the checkpoint's rate used to win)
+    assert cli.main([*args, "--max-steps", "5", "--resume", "--set", "train.lr=0.1"]) == 0
+    rows = _rows(os.path.join(run, "train_log.csv"))
+    assert [r["step"] for r in rows] == ["1", "2", "3", "4", "5"]
+    assert max(float(r["lr"]) for r in rows[:3]) < 1e-4 < 1e-3 < float(rows[3]["lr"])
     assert load_model(out).meta["training"]["steps"] == 5
     # --resume with no checkpoint is a one-line user error
     assert cli.main(["train", cfg, "--out", out, "--run-dir", str(tmp_path / "empty"), "--resume", *TOY]) == 2

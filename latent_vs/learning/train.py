@@ -348,7 +348,10 @@ class Trainer:
                 mods[k].load_state_dict(sd)
             except RuntimeError as e:
                 raise UserError(f"{self.ckpt_path}: {k} does not match the config ({str(e).splitlines()[0]})") from None
+        base = [g["base_lr"] for g in self.opt.param_groups]
         self.opt.load_state_dict(ck["optimizer"])
+        for g, lr in zip(self.opt.param_groups, base):   # the config's learning rates, not the checkpoint's
+            g["base_lr"] = lr
         torch.set_rng_state(ck["torch_rng"].cpu())
         return ck
 
@@ -493,7 +496,7 @@ class Trainer:
             now = time.time()
             rate = self._window[1] * self.images_per_step() * self.dp.world / max(1e-9, now - win_t)
             self._window = (now, 0)
-            row = {"step": step, "epoch": step / spe, "elapsed_s": self.elapsed(), "lr": f * cfg.train.lr,
+            row = {"step": step, "epoch": step / spe, "elapsed_s": self.elapsed(), "lr": self.opt.param_groups[0]["lr"],
                    "images_per_s": rate, "loss": loss}
             row.update({k: v for k, v in logs.items() if k != "loss"})
             self.train_log.write(row)
