@@ -455,7 +455,7 @@ class Trainer:
                 loss, logs = self.train_step(next(source), params, f)
                 step += 1
                 bar.update(1)
-                self._after_step(step, total, f, loss, logs, extra, bar)
+                self._after_step(step, total, loss, logs, extra, bar)
         finally:
             bar.close()
             if source is not None:
@@ -485,7 +485,7 @@ class Trainer:
         self.opt_steps += 1
         return mean_loss, logs
 
-    def _after_step(self, step: int, total: int, f: float, loss: float, logs: dict, extra: dict, bar) -> None:
+    def _after_step(self, step: int, total: int, loss: float, logs: dict, extra: dict, bar) -> None:
         """Rank 0: the training log line, held-out diagnostics, periodic checkpoints."""
         if not self.dp.is_main:
             return
