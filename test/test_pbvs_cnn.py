@@ -157,7 +157,7 @@ def test_pbvs_cnn_uses_the_estimated_goal_pose(linear_pbvs_cnn_model):
 
 def test_missing_model_names_the_train_command(tmp_path):
     from latent_vs.control.pbvs_cnn import make
-    with pytest.raises(UserError, match="latent-vs train .*train_pbvs_cnn_small.yaml"):
+    with pytest.raises(UserError, match="latent-vs train .*train_pbvs_cnn_cpu.yaml"):
         make(str(tmp_path / "nowhere"))
 
 

@@ -56,8 +56,8 @@ def load_baseline_model(model_dir: str | None, defaults: tuple, kind: str, confi
                         device: str = "cpu") -> EncoderModel:
     """Load models/<name>/{psi.pt, meta.json} of `kind` (models.load_encoder_model); model_dir
     None tries models/<d> for d in `defaults`, in order. A missing model raises
-    MissingModelError naming it and the command that trains it (with the small `config`, into
-    the last of `defaults`); a wrong one a ModelError naming the file."""
+    MissingModelError naming it and the command that trains it (with `config`, into the last
+    of `defaults`); a wrong one a ModelError naming the file."""
     out = paths.model_dir(defaults[-1])
     train_hint = f"latent-vs train {config} --out {out}"
     if model_dir is not None and meta_kind(paths.model_dir(model_dir)) == "mlvs":

@@ -19,8 +19,8 @@ from ..models import EncoderModel
 from .aevs import load_baseline_model, prepare_images
 from .base import ControlLaw
 
-DEFAULT_MODELS = ("pbvs_cnn", "pbvs_cnn_small")   # models/<name> tried in order when model_dir is None
-TRAIN_CONFIG = "train_pbvs_cnn_small.yaml"   # config/<this> trains the small model
+DEFAULT_MODELS = ("pbvs_cnn",)            # models/<name> used when model_dir is None
+TRAIN_CONFIG = "train_pbvs_cnn_cpu.yaml"   # config/<this> trains it (45 min on 2 CPU cores)
 
 
 class PBVSCNN(ControlLaw):
@@ -66,7 +66,7 @@ class PBVSCNN(ControlLaw):
 
 
 def make(model_dir: str | None = None, **kwargs) -> PBVSCNN:
-    """Factory for control/methods.py: PBVS-CNN on models/pbvs_cnn (or models/pbvs_cnn_small).
+    """Factory for control/methods.py: PBVS-CNN on models/pbvs_cnn (or model_dir).
     kwargs: gain, device, chunk."""
     model = load_baseline_model(model_dir, DEFAULT_MODELS, "pbvs_cnn", TRAIN_CONFIG, device=kwargs.get("device", "cpu"))
     return PBVSCNN(model, **kwargs)
