@@ -111,15 +111,17 @@ def test_aevs_interaction_matrix_matches_rendered_finite_differences(tmp_path):
 
 
 def test_aevs_interaction_matrix_of_the_shipped_model_matches_rendered_finite_differences():
-    """Same with the trained ResNet encoder of models/aevs_small on the package's poster; looser,
+    """Same with the trained ResNet encoder of models/aevs on the package's poster; looser,
     since a ReLU net is only piecewise linear between the two renders."""
     from latent_vs.paths import model_dir
-    path = model_dir("aevs_small")
+    path = model_dir("aevs")
     if not os.path.isfile(os.path.join(path, "meta.json")):
-        pytest.skip("models/aevs_small is not shipped in this tree")
+        pytest.skip("models/aevs is not shipped in this tree")
     cos, rel = _rendered_fd_check(path)
-    assert np.all(cos > 0.9), cos
-    assert np.all(rel < 0.45), rel
+    # measured: cos 0.87-0.97, rel 0.28-0.50 (models/aevs, 45 min); the old aevs_small gave
+    # cos > 0.9, rel < 0.45. A wrong sign, scale or crop offset gives cos < 0.5 or rel > 1.
+    assert np.all(cos > 0.85), cos
+    assert np.all(rel < 0.55), rel
 
 
 @pytest.fixture(scope="module")
@@ -173,11 +175,11 @@ def test_aevs_interaction_choices_agree_at_the_goal(pca_aevs_model):
 
 def test_missing_model_names_the_train_command(tmp_path):
     from latent_vs.control.aevs import MissingModelError, make
-    with pytest.raises(UserError, match="latent-vs train .*train_aevs_small.yaml") as e:
+    with pytest.raises(UserError, match="latent-vs train .*train_aevs_cpu.yaml") as e:
         make(str(tmp_path / "nowhere"))
     # what a harness needs to train it: the config file (shipped) and the output directory
     assert isinstance(e.value, MissingModelError)
-    assert os.path.isfile(e.value.config) and e.value.config.endswith("train_aevs_small.yaml")
+    assert os.path.isfile(e.value.config) and e.value.config.endswith("train_aevs_cpu.yaml")
     assert e.value.out == str(tmp_path / "nowhere")
 
 
@@ -193,7 +195,7 @@ def test_trainer_exports_a_servoable_aevs_model(tmp_path):
     import yaml
     from latent_vs.cli import main
     from latent_vs.control.aevs import make
-    cfg = yaml.safe_load(open(os.path.join(os.path.dirname(__file__), "..", "config", "train_aevs_small.yaml")))
+    cfg = yaml.safe_load(open(os.path.join(os.path.dirname(__file__), "..", "config", "train_aevs_cpu.yaml")))
     cfg.update(image_size=32, psi={"depth": 10, "width": 4})
     cfg["data"].update(samples=256, heldout=8, anchors=8)
     cfg["train"].update(epochs=1, max_steps=4, warmup_steps=1, time_budget_min=None)

@@ -34,8 +34,8 @@ from ..models import prepare_images as crop_resize
 from .base import ControlLaw
 from .dvs import DVS
 
-DEFAULT_MODELS = ("aevs", "aevs_small")   # models/<name> tried in this order when model_dir is None
-TRAIN_CONFIG = "train_aevs_small.yaml"        # config/<this> trains the small model
+DEFAULT_MODELS = ("aevs",)              # models/<name> used when model_dir is None
+TRAIN_CONFIG = "train_aevs_cpu.yaml"    # config/<this> trains it (45 min on 2 CPU cores)
 INTERACTIONS = ("esm", "current", "desired")
 
 
@@ -208,7 +208,7 @@ def lm_step(L: np.ndarray, e: np.ndarray, mu: np.ndarray, gain: float) -> np.nda
 
 
 def make(model_dir: str | None = None, **kwargs) -> AEVS:
-    """Factory for control/methods.py: the AEVS law on models/aevs (or models/aevs_small).
+    """Factory for control/methods.py: the AEVS law on models/aevs (or model_dir).
     kwargs: see AEVS (gain, interaction, depth, border, device, ...)."""
     model = load_baseline_model(model_dir, DEFAULT_MODELS, "aevs", TRAIN_CONFIG, device=kwargs.get("device", "cpu"))
     return AEVS(model, **kwargs)
