@@ -34,8 +34,7 @@ from ..models import prepare_images as crop_resize
 from .base import ControlLaw
 from .dvs import DVS
 
-DEFAULT_MODELS = ("aevs",)              # models/<name> used when model_dir is None
-TRAIN_CONFIG = "train_aevs_cpu.yaml"    # config/<this> trains it (45 min on 2 CPU cores)
+TRAIN_CONFIG = "train_aevs_cpu.yaml"    # config/<this> trains models/aevs (45 min on 2 CPU cores)
 INTERACTIONS = ("esm", "current", "desired")
 
 
@@ -52,27 +51,17 @@ class MissingModelError(UserError):
 BaselineModel = EncoderModel   # the name this module used before models.py owned the format
 
 
-def load_baseline_model(model_dir: str | None, defaults: tuple, kind: str, config: str,
-                        device: str = "cpu") -> EncoderModel:
-    """Load models/<name>/{psi.pt, meta.json} of `kind` (models.load_encoder_model); model_dir
-    None tries models/<d> for d in `defaults`, in order. A missing model raises
-    MissingModelError naming it and the command that trains it (with `config`, into the last
-    of `defaults`); a wrong one a ModelError naming the file."""
-    out = paths.model_dir(defaults[-1])
-    train_hint = f"latent-vs train {config} --out {out}"
+def load_baseline_model(model_dir: str | None, kind: str, config: str, device: str = "cpu") -> EncoderModel:
+    """Load {psi.pt, meta.json} of `kind` (models.load_encoder_model) from model_dir, or from
+    models/<kind> when it is None. A missing model raises MissingModelError naming it and the
+    command that trains it (with `config`, into models/<kind>); a wrong one a ModelError
+    naming the file."""
+    train_hint = f"latent-vs train {config} --out {paths.model_dir(kind)}"
     if model_dir is not None and meta_kind(paths.model_dir(model_dir)) == "mlvs":
         # `latent-vs bench --model DIR` passes the MLVS model to every learned method: use ours
         print(f"note: {model_dir} is an MLVS model; {kind} uses its own default model", file=sys.stderr)
         model_dir = None
-    if model_dir is None:
-        tried = [paths.model_dir(n) for n in defaults]
-        found = [d for d in tried if os.path.isfile(os.path.join(d, "meta.json"))]
-        if not found:
-            raise MissingModelError(f"no {kind} model found (looked in {', '.join(tried)}); train one with: "
-                                    f"{train_hint}", paths.config_file(config), out)
-        model_dir = found[0]
-    else:
-        model_dir = paths.model_dir(model_dir)
+    model_dir = paths.model_dir(model_dir or kind)
     meta_path = os.path.join(model_dir, "meta.json")
     if not os.path.isfile(meta_path):
         raise MissingModelError(f"{kind} model not found: {meta_path} is missing; train one with: {train_hint}",
@@ -210,5 +199,5 @@ def lm_step(L: np.ndarray, e: np.ndarray, mu: np.ndarray, gain: float) -> np.nda
 def make(model_dir: str | None = None, **kwargs) -> AEVS:
     """Factory for control/methods.py: the AEVS law on models/aevs (or model_dir).
     kwargs: see AEVS (gain, interaction, depth, border, device, ...)."""
-    model = load_baseline_model(model_dir, DEFAULT_MODELS, "aevs", TRAIN_CONFIG, device=kwargs.get("device", "cpu"))
+    model = load_baseline_model(model_dir, "aevs", TRAIN_CONFIG, device=kwargs.get("device", "cpu"))
     return AEVS(model, **kwargs)

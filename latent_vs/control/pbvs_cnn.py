@@ -21,8 +21,7 @@ from ..models import EncoderModel
 from .aevs import load_baseline_model, prepare_images
 from .base import ControlLaw
 
-DEFAULT_MODELS = ("pbvs_cnn",)            # models/<name> used when model_dir is None
-TRAIN_CONFIG = "train_pbvs_cnn_cpu.yaml"   # config/<this> trains it (45 min on 2 CPU cores)
+TRAIN_CONFIG = "train_pbvs_cnn_cpu.yaml"   # config/<this> trains models/pbvs_cnn (45 min on 2 CPU cores)
 
 
 class PBVSCNN(ControlLaw):
@@ -70,5 +69,5 @@ class PBVSCNN(ControlLaw):
 def make(model_dir: str | None = None, **kwargs) -> PBVSCNN:
     """Factory for control/methods.py: PBVS-CNN on models/pbvs_cnn (or model_dir).
     kwargs: gain, device, chunk."""
-    model = load_baseline_model(model_dir, DEFAULT_MODELS, "pbvs_cnn", TRAIN_CONFIG, device=kwargs.get("device", "cpu"))
+    model = load_baseline_model(model_dir, "pbvs_cnn", TRAIN_CONFIG, device=kwargs.get("device", "cpu"))
     return PBVSCNN(model, **kwargs)
