@@ -27,7 +27,7 @@ def main() -> int:
     a = ap.parse_args()
     model = load_model(a.model_dir)
     cfg = config_from_dict(model.meta["config"])
-    held = data.make_heldout(cfg.data.heldout, cfg.seed + 7919, model.scene, cfg.camera_model(), **cfg.data.pool())
+    held = data.make_heldout(cfg.data.heldout, cfg.heldout_seed(), model.scene, cfg.camera_model(), **cfg.data.pool())
     rec = latent_norm_record(model.encode(held.clean), model.encode(held.perturbed), model.embed_poses(held.r),
                              source=f"ψ of {len(held.r)} held-out images (clean and perturbed) and φ of their poses "
                                     "(scripts/latent_norm_bound.py)")

@@ -206,6 +206,10 @@ class TrainConfig:
         return SceneConfig(texture=s.texture or DEFAULT_TEXTURE, width_m=s.width_m, height_m=s.height_m,
                            goal_depth_m=s.goal_depth_m, background=s.background)
 
+    def heldout_seed(self) -> int:
+        """Seed of the held-out poses: the training pool's, offset (another draw of the same pool)."""
+        return self.seed + 7919
+
     def batch_poses(self) -> int:
         """N·(M+1): poses per joint batch."""
         return self.data.anchors * (self.data.neighbours + 1)

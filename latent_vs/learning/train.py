@@ -299,7 +299,7 @@ class Trainer:
                                 camera=camera, scene_config=scene_cfg, scene=scene, goal_pose=goal_pose(scene_cfg),
                                 w_t=w_t, w_r=w_r, poses=poses, run_dir=self.run_dir, log=self.log, seed=cfg.seed)
         t0 = time.time()
-        self.held = data.make_heldout(cfg.data.heldout, cfg.seed + 7919, scene_cfg, camera, **cfg.data.pool())
+        self.held = data.make_heldout(cfg.data.heldout, cfg.heldout_seed(), scene_cfg, camera, **cfg.data.pool())
         self.held_t = self.held.tensors(device)
         self.held_t["heldout"] = self.held
         self.log(f"[data] {cfg.data.heldout} held-out poses rendered in {time.time() - t0:.1f} s")
