@@ -72,25 +72,32 @@ def main(argv=None) -> int:
 def sample_training_poses(n: int, seed: int = 0, scene: SceneConfig = SceneConfig(),
                           margin: float = 1.2, near_goal_fraction: float = 0.25,
                           near_goal_log: bool = True, path_fraction: float = 0.35,
-                          max_roll_deg: float = 150.0) -> np.ndarray:
+                          max_roll_deg: float = 150.0, decoupled_fraction: float = 0.0) -> np.ndarray:
     """Camera poses oT_c (n, 4, 4) for training: the pose pool that makes φ servo straight.
 
-    Three parts, in pose-vector space r = (t, θu) of the camera seen from the goal:
+    Three parts (four with `decoupled_fraction`), in pose-vector space r = (t, θu) of the camera
+    seen from the goal:
       * starts: the benchmark's look-at/look-from sampler widened by `margin` (box, look-at
         radius from 0) with a roll up to ±`max_roll_deg` (benchmark: 1.2 × 1.2 × 0.3 m,
         8–32 cm, ±120°);
       * paths (`path_fraction`): more such starts shrunk towards the goal, r = s·r0 with
         s ~ U(0, 1): the straight path the servo should take. Without them φ is unconstrained
         exactly where the trajectories run (MLVS K=50 went from 56% to 100% converged);
+      * decoupled paths (`decoupled_fraction`): starts shrunk with independent progress in
+        translation and rotation, r = (s_t·t0, s_r·θu0), s_t, s_r ~ U(0, 1): a servo rarely
+        cancels both at one rate, and with r = s·r0 alone a few centimetres from the goal
+        means a few degrees, so large rotations close to the goal position were left empty;
       * near the goal (`near_goal_fraction`): each component normal with a scale log-uniform in
         0.5 mm–8 cm (translation) and 0.05°–8° (rotation), where servoing ends; with
         near_goal_log=False, uniform in a ±5 cm box and up to 10° instead.
     """
-    if not (0 <= near_goal_fraction and 0 <= path_fraction and near_goal_fraction + path_fraction <= 1):
+    if not (min(near_goal_fraction, path_fraction, decoupled_fraction) >= 0
+            and near_goal_fraction + path_fraction + decoupled_fraction <= 1):
         raise ValueError("sample_training_poses: fractions must be >= 0 and sum to <= 1")
     rng = np.random.default_rng(seed)
     n_near = int(round(n * near_goal_fraction))
     n_path = int(round(n * path_fraction))
+    n_dec = int(round(n * decoupled_fraction))
     goal = goal_pose(scene)
     starts = sample_tasks(n - n_near, seed=int(rng.integers(2**31)), scene=scene,
                           box=tuple(margin * b for b in (1.2, 1.2, 0.3)),
@@ -103,5 +110,10 @@ def sample_training_poses(n: int, seed: int = 0, scene: SceneConfig = SceneConfi
     else:
         d = np.concatenate([rng.uniform(-0.05, 0.05, (n_near, 3)), rng.normal(size=(n_near, 3))], 1)
         d[:, 3:] *= (np.deg2rad(rng.uniform(0, 10, n_near)) / np.linalg.norm(d[:, 3:], axis=1))[:, None]
-    out = np.concatenate([goal @ pose_to_matrix(r_path), starts[n_path:], goal @ pose_to_matrix(d)])
+    parts = [goal @ pose_to_matrix(r_path), starts[n_path + n_dec:], goal @ pose_to_matrix(d)]
+    if n_dec:   # drawn last: a pool without this part is the same as before it existed
+        r_dec = pose_difference(goal, starts[n_path:n_path + n_dec])
+        r_dec *= np.repeat(rng.uniform(0, 1, (n_dec, 2)), 3, axis=1)
+        parts.append(goal @ pose_to_matrix(r_dec))
+    out = np.concatenate(parts)
     return out[rng.permutation(n)]

@@ -92,3 +92,16 @@ def test_training_pool_fills_the_paths_to_the_goal():
     assert np.rad2deg(rot.max()) > 140
     with pytest.raises(ValueError):
         T.sample_training_poses(10, path_fraction=0.8, near_goal_fraction=0.3)
+
+
+def test_decoupled_paths_put_large_rotations_near_the_goal_position():
+    """r = (s_t·t0, s_r·θu0): within 10 cm of the goal position, rotations beyond 45°, which
+    r = s·r0 leaves almost empty; a pool without the part is the one drawn before it existed."""
+    goal = goal_pose()
+    base = T.sample_training_poses(8000, seed=6, path_fraction=0.25)
+    assert np.array_equal(base, T.sample_training_poses(8000, seed=6, path_fraction=0.25, decoupled_fraction=0.0))
+    dec = T.sample_training_poses(8000, seed=6, path_fraction=0.25, decoupled_fraction=0.15)
+    region = lambda P: ((error_metrics(goal, P)[0] < 0.10) & (error_metrics(goal, P)[1] > np.deg2rad(45))).mean()
+    assert region(dec) > 2.5 * region(base) and region(dec) > 0.01
+    with pytest.raises(ValueError):
+        T.sample_training_poses(10, path_fraction=0.5, decoupled_fraction=0.3, near_goal_fraction=0.3)

@@ -96,6 +96,9 @@ def test_config_errors_name_the_file_and_key(tmp_path):
     p.write_text("image_size: big\n")
     with pytest.raises(UserError, match=r"image_size"):
         load_config(str(p))
+    p.write_text("data: {path_fraction: 0.5, decoupled_fraction: 0.4, near_goal_fraction: 0.25}\n")
+    with pytest.raises(UserError, match=r"decoupled_fraction.*sum to <= 1"):
+        load_config(str(p))
     p.write_text("scene: {texture: nowhere.png}\n")
     with pytest.raises(UserError, match=r"nowhere\.png"):
         load_config(str(p))

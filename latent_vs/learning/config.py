@@ -83,6 +83,8 @@ class DataSection:
     """roll of the training starts about the optical axis, up to ± this (benchmark: ±120°)"""
     path_fraction: float = 0.35
     """fraction of training poses on the straight paths r = s·r0 from starts to the goal"""
+    decoupled_fraction: float = 0.0
+    """fraction of training poses on decoupled paths r = (s_t·t0, s_r·θu0), s_t, s_r ~ U(0, 1)"""
     near_goal_fraction: float = 0.25
     """fraction of training poses near the goal"""
     near_goal_log: bool = True
@@ -99,7 +101,7 @@ class DataSection:
     def pool(self) -> dict:
         """Keyword arguments of tasks.sample_training_poses (training and held-out poses alike)."""
         return {"margin": self.margin, "max_roll_deg": self.max_roll_deg, "path_fraction": self.path_fraction,
-                "near_goal_fraction": self.near_goal_fraction, "near_goal_log": self.near_goal_log}
+                "decoupled_fraction": self.decoupled_fraction, "near_goal_fraction": self.near_goal_fraction, "near_goal_log": self.near_goal_log}
 
 
 @dataclass
@@ -299,8 +301,9 @@ def validate(cfg: TrainConfig, where: str = "config") -> TrainConfig:
         bad("data.heldout", "must be >= 4")
     if d.margin <= 0 or not 0 <= d.max_roll_deg <= 180:
         bad("data.margin/max_roll_deg", "margin must be > 0 and max_roll_deg in [0, 180]")
-    if d.path_fraction < 0 or d.near_goal_fraction < 0 or d.path_fraction + d.near_goal_fraction > 1:
-        bad("data.path_fraction/near_goal_fraction", "must be >= 0 and sum to <= 1")
+    fractions = (d.path_fraction, d.decoupled_fraction, d.near_goal_fraction)
+    if min(fractions) < 0 or sum(fractions) > 1:
+        bad("data.path_fraction/decoupled_fraction/near_goal_fraction", "must be >= 0 and sum to <= 1")
     t = cfg.train
     if t.epochs <= 0:
         bad("train.epochs", "must be > 0")
