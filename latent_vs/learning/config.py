@@ -101,7 +101,8 @@ class DataSection:
     def pool(self) -> dict:
         """Keyword arguments of tasks.sample_training_poses (training and held-out poses alike)."""
         return {"margin": self.margin, "max_roll_deg": self.max_roll_deg, "path_fraction": self.path_fraction,
-                "decoupled_fraction": self.decoupled_fraction, "near_goal_fraction": self.near_goal_fraction, "near_goal_log": self.near_goal_log}
+                "decoupled_fraction": self.decoupled_fraction, "near_goal_fraction": self.near_goal_fraction,
+                "near_goal_log": self.near_goal_log}
 
 
 @dataclass
