@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 
 from latent_vs.learning.config import config_from_dict  # noqa: E402
 from latent_vs.learning.data import PoseSet  # noqa: E402
-from latent_vs.models import load_model  # noqa: E402
+from latent_vs.models import load_model, read_meta  # noqa: E402
 from latent_vs.scene import Scene  # noqa: E402
 
 BANDS_DEG = ((0, 30), (30, 60), (60, 90), (90, 180))
@@ -34,7 +34,7 @@ def main() -> int:
     a = ap.parse_args()
     model = load_model(a.model_dir)
     cfg = config_from_dict(model.meta["config"])
-    fresh_pool = config_from_dict(load_model(a.fresh_from).meta["config"]).data.pool() if a.fresh_from else None
+    fresh_pool = config_from_dict(read_meta(a.fresh_from)["config"]).data.pool() if a.fresh_from else None
     scene = Scene(model.scene, cfg.camera_model())
     sets = (("training", cfg.seed, cfg.data.samples, 512, cfg.data.pool()),
             ("held-out", cfg.heldout_seed(), cfg.data.heldout, 512, cfg.data.pool()),

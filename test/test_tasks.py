@@ -101,7 +101,11 @@ def test_decoupled_paths_put_large_rotations_near_the_goal_position():
     base = T.sample_training_poses(8000, seed=6, path_fraction=0.25)
     assert np.array_equal(base, T.sample_training_poses(8000, seed=6, path_fraction=0.25, decoupled_fraction=0.0))
     dec = T.sample_training_poses(8000, seed=6, path_fraction=0.25, decoupled_fraction=0.15)
-    region = lambda P: ((error_metrics(goal, P)[0] < 0.10) & (error_metrics(goal, P)[1] > np.deg2rad(45))).mean()
+
+    def region(P):
+        t, r = error_metrics(goal, P)
+        return ((t < 0.10) & (r > np.deg2rad(45))).mean()
+
     assert region(dec) > 2.5 * region(base) and region(dec) > 0.01
     with pytest.raises(ValueError):
         T.sample_training_poses(10, path_fraction=0.5, decoupled_fraction=0.3, near_goal_fraction=0.3)
