@@ -4,6 +4,11 @@ controller_node over DDS, in one process) on many seeded starts, with a clean or
 goal view; one line per run and a summary.
 
     python scripts/node_trials.py --seeds 1000-1019 [--perturbed] [--model models/default] [--out trials.json]
+                                  [--renderer raycast] [--size 64]
+
+--renderer raycast: the sim camera renders with scripts/renderer_check.py's independently written
+ray caster (the poster file at its own resolution) instead of latent_vs.scene; --size: its
+image size (default config/sim.yaml's 224 px).
 
 Columns: the start's true error, the controller's final state, the TRUE end error (the
 simulator's ground truth), the controller's own estimate, and whether the run passes the
@@ -32,6 +37,9 @@ def main(argv=None) -> int:
     p.add_argument("--model", default=None)
     p.add_argument("--max-time", type=float, default=90.0)
     p.add_argument("--out", default=None, help="write the runs as JSON here")
+    p.add_argument("--renderer", choices=("scene", "raycast"), default="scene",
+                   help="the sim camera's renderer: latent_vs.scene, or the ray caster of scripts/renderer_check.py")
+    p.add_argument("--size", type=int, default=None, help="sim camera image size [px] (default: config/sim.yaml)")
     a = p.parse_args(argv)
     try:
         seeds = parse_seeds(a.seeds)
@@ -43,13 +51,22 @@ def main(argv=None) -> int:
     from latent_vs.ros.demo import demo_settings, run_demo
 
     model_dir = paths.model_dir(a.model or "default")
+    if a.renderer == "raycast":
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from renderer_check import RayCastScene
+
+        import latent_vs.ros.sim_camera_node as sim_camera_node
+        sim_camera_node.Scene = RayCastScene
     rows = []
     for seed in seeds:
         settings, sim = demo_settings("mlvs")
         sim.update(seed=seed, goal_perturbation_seed=seed if a.perturbed else -1)
+        if a.size:
+            sim.update(width=a.size, height=a.size)
         r = run_demo("mlvs", model_dir, sim, a.max_time, settings, progress=False)
         ok = bool(r["converged"] and error_converged(r["t0_m"], r["r0_rad"], r["t_end_m"], r["r_end_rad"]))
-        row = {"seed": seed, "perturbed": a.perturbed, "start_cm": 100 * r["t0_m"], "start_deg": np.rad2deg(r["r0_rad"]),
+        row = {"seed": seed, "perturbed": a.perturbed, "renderer": a.renderer, "size": sim["width"],
+               "start_cm": 100 * r["t0_m"], "start_deg": np.rad2deg(r["r0_rad"]),
                "state": r["state"], "time_s": r["time_s"], "end_mm": 1000 * r["t_end_m"],
                "end_deg": float(np.rad2deg(r["r_end_rad"])), "estimate_mm": 1000 * r["estimate_t_m"],
                "estimate_deg": float(np.rad2deg(r["estimate_r_rad"])), "converged": ok}
