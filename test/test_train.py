@@ -258,3 +258,32 @@ def test_sensor_sizes_render_larger_images_as_the_encoder_resizes_them():
     want_t = np.stack([prepare_images(big.render(T), 64)[0] for T in bt.T.numpy()])
     assert np.abs(got_t - want_t).mean() < 2.0
     cpu.close()
+
+
+def test_background_fraction_renders_the_poster_on_random_greys():
+    """data.background_fraction: that share of the clean views is the scene rendered with a random
+    grey background (the poster pixels unchanged); 0 keeps the scene's own background. The GPU
+    renderer has no such option: the config says so in one line."""
+    cam, cfg = default_camera(64), SceneConfig()
+    poses = data.PoseSet.sample(300, 3, cfg)
+    for frac in (0.0, 1.0):
+        src = data.SceneBatchSource(poses, cfg, cam, anchors=8, neighbours=2, perturbations=1, pool=100,
+                                    w_t=0.5, w_r=1.5, device="cpu", seed=0, workers=0, background_fraction=frac)
+        b = next(src)
+        src.close()
+        got = np.rint(b.images[:, 0, 0].numpy() * data.IMAGE_STD * 255 + data.IMAGE_MEAN * 255)
+        idx = [int(np.argmin(np.abs(poses.T - T).sum((1, 2)))) for T in b.T.numpy()]
+        black = Scene(cfg, cam).render_batch(poses.T[idx]).astype(float)
+        white = Scene(SceneConfig(background=255), cam).render_batch(poses.T[idx]).astype(float)
+        poster = black == white                      # pixels where only the poster is seen
+        np.testing.assert_allclose(got[poster], black[poster], atol=1e-3)
+        seen_bg = ~poster.all((1, 2))                # views with some background in them
+        assert seen_bg.sum() >= 4
+        changed = np.abs(got - black).max((1, 2)) > 0
+        assert changed[seen_bg].all() if frac else not changed.any()
+    cfg_path = os.path.join(ROOT, "config", "train_cpu_default.yaml")
+    assert load_config(cfg_path, {"data.background_fraction": 0.3}).data.background_fraction == 0.3
+    with pytest.raises(UserError, match="background_fraction"):
+        load_config(cfg_path, {"data.background_fraction": 0.3, "renderer": "torch"})
+    with pytest.raises(UserError, match="background_fraction"):
+        load_config(cfg_path, {"data.background_fraction": 1.5})

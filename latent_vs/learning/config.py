@@ -97,6 +97,10 @@ class DataSection:
     drawn from the list and brought to ψ's input by the encoder's preprocessing
     (models.prepare_images): ψ then meets the blur of a resized camera image, as in the nodes.
     [] : rendered at ψ's input size only"""
+    background_fraction: float = 0.0
+    """fraction of training images rendered with a random grey background (uniform 0–255) around
+    the poster instead of the scene's: ψ then does not learn the scene's background as a cue
+    (the OpenCV renderer only: renderer auto or scene)"""
 
     def pool(self) -> dict:
         """Keyword arguments of tasks.sample_training_poses (training and held-out poses alike)."""
@@ -314,6 +318,10 @@ def validate(cfg: TrainConfig, where: str = "config") -> TrainConfig:
         bad("train.loss_weights", "must be three numbers (eq. 12's three terms)")
     if t.time_budget_min is not None and t.time_budget_min <= 0:
         bad("train.time_budget_min", "must be > 0")
+    if not 0 <= d.background_fraction <= 1:
+        bad("data.background_fraction", "must be in [0, 1]")
+    if d.background_fraction > 0 and cfg.renderer == "torch":
+        bad("data.background_fraction", "needs renderer: scene or auto (the OpenCV renderer)")
     if any(not isinstance(v, int) or not 16 <= v <= 4096 for v in cfg.data.sensor_sizes):
         bad("data.sensor_sizes", "must be image sizes in pixels (16–4096)")
     if t.goal_fit_eps <= 0 or (t.goal_fit_clean_eps is not None and t.goal_fit_clean_eps <= 0):

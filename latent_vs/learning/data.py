@@ -17,6 +17,7 @@ view 0 the clean render.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -280,30 +281,41 @@ class _SceneBatches(torch.utils.data.IterableDataset):
     """Worker side of SceneBatchSource: uint8 batches rendered with the OpenCV renderer."""
 
     def __init__(self, poses: PoseSet, scene_cfg: SceneConfig, camera: Camera, N, M, P, pool, w_t, w_r, seed,
-                 sensor_sizes=()):
+                 sensor_sizes=(), background_fraction=0.0):
         self.poses, self.scene_cfg, self.camera = poses, scene_cfg, camera
         self.args = (N, M, P, pool, w_t, w_r)
         self.seed, self.sensor_sizes = seed, [int(s) for s in sensor_sizes]
+        self.background_fraction = float(background_fraction)
 
     def __iter__(self):
         torch.set_num_threads(1)
         info = torch.utils.data.get_worker_info()
         wid = info.id if info else 0
-        scene = Scene(self.scene_cfg, self.camera)
-        sensors = [Scene(self.scene_cfg, self.camera.scaled(s)) for s in self.sensor_sizes]
+        scenes = {}
+
+        def scene(size: int, background: int) -> Scene:   # one renderer per camera size and background
+            if (size, background) not in scenes:
+                cam = self.camera if size == self.camera.width else self.camera.scaled(size)
+                scenes[size, background] = Scene(dataclasses.replace(self.scene_cfg, background=background), cam)
+            return scenes[size, background]
+
         rng = np.random.default_rng([self.seed, wid])
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
         N, M, P, pool, w_t, w_r = self.args
         R, t = torch.from_numpy(self.poses.R), torch.from_numpy(self.poses.t)
         while True:
             idx = select_indices(len(self.poses), R, t, N, M, pool, w_t, w_r, gen).numpy()
-            if sensors:   # each image from a camera of a size drawn from sensor_sizes, as the encoder sees it
-                picks = rng.integers(len(sensors), size=len(idx))
-                big = [prepare_images(sensors[j].render(T), self.camera.width)[0]
-                       for j, T in zip(picks, self.poses.T[idx])]
+            bgs = np.full(len(idx), int(self.scene_cfg.background))
+            if self.background_fraction > 0:   # a random grey around the poster
+                other = rng.random(len(idx)) < self.background_fraction
+                bgs[other] = rng.integers(0, 256, size=int(other.sum()))
+            if self.sensor_sizes:   # each image from a camera of a size drawn from sensor_sizes, as the encoder sees it
+                sizes = rng.choice(self.sensor_sizes, size=len(idx))
+                big = [prepare_images(scene(int(s), int(b)).render(T), self.camera.width)[0]
+                       for s, b, T in zip(sizes, bgs, self.poses.T[idx])]
                 clean = np.clip(np.rint(np.stack(big)), 0, 255).astype(np.uint8)
             else:
-                clean = scene.render_batch(self.poses.T[idx])
+                clean = np.stack([scene(self.camera.width, int(b)).render(T) for b, T in zip(bgs, self.poses.T[idx])])
             imgs = np.empty((len(idx), P + 1) + clean.shape[1:], np.uint8)
             imgs[:, 0] = clean
             for i in range(len(idx)):
@@ -317,10 +329,10 @@ class SceneBatchSource:
 
     def __init__(self, poses: PoseSet, scene_cfg: SceneConfig, camera: Camera, anchors: int, neighbours: int,
                  perturbations: int, pool: int, w_t: float, w_r: float, device, seed: int = 0, workers: int = 1,
-                 sensor_sizes=()):
+                 sensor_sizes=(), background_fraction: float = 0.0):
         self.poses, self.device, self.N, self.M = poses, torch.device(device), anchors, neighbours
         ds = _SceneBatches(poses, scene_cfg, camera, anchors, neighbours, perturbations, pool, w_t, w_r, seed,
-                           sensor_sizes)
+                           sensor_sizes, background_fraction)
         self.loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers,
                                                   prefetch_factor=2 if workers else None,
                                                   persistent_workers=workers > 0)

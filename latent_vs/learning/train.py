@@ -313,7 +313,7 @@ class Trainer:
         cfg, ctx = self.cfg, self.ctx
         renderer = cfg.renderer
         if renderer == "auto":
-            renderer = "torch" if ctx.device.type == "cuda" else "scene"
+            renderer = "torch" if ctx.device.type == "cuda" and not cfg.data.background_fraction else "scene"
         d = cfg.data
         if renderer == "torch":
             return data.TorchBatchSource(ctx.poses, ctx.scene, d.anchors, d.neighbours, d.perturbations,
@@ -321,7 +321,8 @@ class Trainer:
                                          sensor_sizes=d.sensor_sizes)
         return data.SceneBatchSource(ctx.poses, ctx.scene_config, ctx.camera, d.anchors, d.neighbours,
                                      d.perturbations, d.neighbour_pool, ctx.w_t, ctx.w_r, ctx.device, seed=seed,
-                                     workers=cfg.workers, sensor_sizes=d.sensor_sizes)
+                                     workers=cfg.workers, sensor_sizes=d.sensor_sizes,
+                                     background_fraction=d.background_fraction)
 
     # ------------------------------------------------------------------ checkpoints
     def state(self, step: int, elapsed: float, extra: dict) -> dict:
