@@ -97,9 +97,7 @@ def main(argv=None) -> int:
     from latent_vs.scene import Scene, goal_pose
     from latent_vs.tasks import sample_tasks
 
-    scene = None
-    tasks = None
-    ref = None
+    tasks = ref = goal = None
     print(f"{'variant':14s} {'conv %':>7s} {'end mm':>8s} {'end °':>7s} {'APE cm':>7s} {'ratio':>12s}  stops")
     for name in names:
         opts = dict(VARIANTS[name])
@@ -108,8 +106,7 @@ def main(argv=None) -> int:
         if tasks is None:
             tasks = sample_tasks(a.tasks, seed=a.seed, scene=scene)
             goal = goal_pose(scene)
-            r = sim.simulate(pbvs.PBVS(), tasks, a.iters, None, scene)
-            ref = r
+            ref = sim.simulate(pbvs.PBVS(), tasks, a.iters, None, scene)
         sim.Scene = Scene if name == "ours" else (lambda cfg, cam, o=opts: RayCastScene(cfg, cam, **o))
         try:
             imgs = sim.goal_images(law, len(tasks), scene, a.perturbed, a.seed)
