@@ -13,7 +13,8 @@ image I* comes from the same renderer as the current images, as it would on a us
 Variants: ours (latent_vs.scene at ψ's size), ray64 (ray cast at 64 px from the full poster:
 aliased where the poster is minified), ray64-ss4 (4x4 supersampled), ray224 (224 px camera, the
 encoder's resize to ψ's input), ray224-mean (grey = mean of R, G, B instead of BT.601),
-ray224-gamma (grey levels through a 0.8 gamma curve), ray224-bg128 (mid-grey background).
+ray224-gamma (grey levels through a 0.8 gamma curve), ray224-bg128 (mid-grey background),
+ray224-bg255 (white background).
 One table row per variant (converged %, end error, APE and length ratio against PBVS)."""
 import argparse
 import os
@@ -32,6 +33,7 @@ VARIANTS = {
     "ray224-mean": dict(size=224, grey="mean"),
     "ray224-gamma": dict(size=224, gamma=0.8),
     "ray224-bg128": dict(size=224, background=128),
+    "ray224-bg255": dict(size=224, background=255),
 }
 
 
