@@ -21,6 +21,7 @@ import sys
 
 import numpy as np
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # this checkout's latent_vs
 
 def parse_seeds(text: str) -> list[int]:
     out = []
@@ -51,19 +52,17 @@ def main(argv=None) -> int:
     from latent_vs.ros.demo import demo_settings, run_demo
 
     model_dir = paths.model_dir(a.model or "default")
+    renderer = None
     if a.renderer == "raycast":
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        from renderer_check import RayCastScene
-
-        import latent_vs.ros.sim_camera_node as sim_camera_node
-        sim_camera_node.Scene = RayCastScene
+        from renderer_check import RayCastScene as renderer
     rows = []
     for seed in seeds:
         settings, sim = demo_settings("mlvs")
         sim.update(seed=seed, goal_perturbation_seed=seed if a.perturbed else -1)
         if a.size:
             sim.update(width=a.size, height=a.size)
-        r = run_demo("mlvs", model_dir, sim, a.max_time, settings, progress=False)
+        r = run_demo("mlvs", model_dir, sim, a.max_time, settings, progress=False, renderer=renderer)
         ok = bool(r["converged"] and error_converged(r["t0_m"], r["r0_rad"], r["t_end_m"], r["r_end_rad"]))
         row = {"seed": seed, "perturbed": a.perturbed, "renderer": a.renderer, "size": sim["width"],
                "start_cm": 100 * r["t0_m"], "start_deg": np.rad2deg(r["r0_rad"]),

@@ -109,12 +109,9 @@ def main(argv=None) -> int:
             tasks = sample_tasks(a.tasks, seed=a.seed, scene=scene)
             goal = goal_pose(scene)
             ref = sim.simulate(pbvs.PBVS(), tasks, a.iters, None, scene)
-        sim.Scene = Scene if name == "ours" else (lambda cfg, cam, o=opts: RayCastScene(cfg, cam, **o))
-        try:
-            imgs = sim.goal_images(law, len(tasks), scene, a.perturbed, a.seed)
-            res = sim.simulate(law, tasks, a.iters, imgs, scene)
-        finally:
-            sim.Scene = Scene
+        renderer = Scene if name == "ours" else (lambda cfg, cam, o=opts: RayCastScene(cfg, cam, **o))
+        imgs = sim.goal_images(law, len(tasks), scene, a.perturbed, a.seed, renderer=renderer)
+        res = sim.simulate(law, tasks, a.iters, imgs, scene, renderer=renderer)
         L = a.iters + 1
         figs = [M.task_metrics(goal, res.poses[i], res.n_poses[i], res.last_velocities[i], str(res.reason[i]),
                                ref.poses[i], ref.n_poses[i], L) for i in range(len(tasks))]

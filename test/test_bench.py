@@ -147,6 +147,32 @@ def test_lost_tasks_stop_early_and_do_not_converge():
     assert not m["converged"]
 
 
+class Recorder:
+    """A law that stands still and keeps every image (goal and current) it is given."""
+    name, camera, needs_pose = "recorder", default_camera(64), False
+
+    def set_goal(self, goal_images, goal_pose):
+        self.goal_images, self.images = goal_images, []
+
+    def step(self, images, poses, active):
+        self.images.append(images)
+        return np.zeros((len(active), 6))
+
+
+def test_simulate_renders_with_the_renderer_it_is_given():
+    class Flat:   # a second renderer: every pixel 77
+        def __init__(self, scene, camera):
+            self.shape = (camera.height, camera.width)
+
+        def render(self, T):
+            return np.full(self.shape, 77, np.uint8)
+    law = Recorder()
+    simulate(law, GOAL[None], iters=3)
+    assert law.images[0].std() > 10 and law.goal_images.std() > 10      # the poster by default
+    simulate(law, GOAL[None], iters=3, renderer=Flat)
+    assert np.all(law.images[0] == 77) and np.all(law.goal_images == 77)
+
+
 def test_visible_fraction():
     cam = default_camera(64)
     assert visible_fraction(SceneConfig(), cam, GOAL[None])[0] == 1.0

@@ -34,13 +34,14 @@ def law_scene(law) -> SceneConfig:
 
 
 def goal_images(law, n_tasks: int, scene: SceneConfig, perturbed: bool, seed: int,
-                task_ids: np.ndarray | None = None) -> np.ndarray | None:
+                task_ids: np.ndarray | None = None, renderer=Scene) -> np.ndarray | None:
     """I* for each task, rendered with law.camera at the desired pose; perturbed (lighting +
     occlusion, scene.perturb_goal) with a generator seeded by (seed, task id). None if the law
-    reads no image."""
+    reads no image. renderer: (SceneConfig, Camera) -> an object with render(oT_c) -> uint8
+    image (latent_vs.scene.Scene; scripts/renderer_check.py passes another)."""
     if law.camera is None:
         return None
-    img = Scene(scene, law.camera).render(goal_pose(scene))
+    img = renderer(scene, law.camera).render(goal_pose(scene))
     ids = np.arange(n_tasks) if task_ids is None else np.asarray(task_ids)
     if not perturbed:
         return np.repeat(img[None], n_tasks, 0)
@@ -65,15 +66,16 @@ def visible_fraction(scene: SceneConfig, camera: Camera, T_oc: np.ndarray, grid:
 
 
 def simulate(law, tasks: np.ndarray, iters: int, goal_imgs: np.ndarray | None = None,
-             scene: SceneConfig | None = None, on_iteration=None) -> SimResult:
+             scene: SceneConfig | None = None, on_iteration=None, renderer=Scene) -> SimResult:
     """Run `law` on tasks (N, 4, 4) initial oT_c for at most `iters` iterations.
-    goal_imgs: I* per task (N, H, W) rendered with law.camera (None: the clean I*)."""
+    goal_imgs: I* per task (N, H, W) rendered with law.camera (None: the clean I*).
+    renderer: as in goal_images."""
     scene = scene or law_scene(law)
     N = len(tasks)
     goal = goal_pose(scene)
-    renderer = Scene(scene, law.camera) if law.camera is not None else None
+    render_factory, renderer = renderer, (renderer(scene, law.camera) if law.camera is not None else None)
     if renderer is not None and goal_imgs is None:
-        goal_imgs = goal_images(law, N, scene, perturbed=False, seed=0)
+        goal_imgs = goal_images(law, N, scene, perturbed=False, seed=0, renderer=render_factory)
     law.set_goal(goal_imgs, goal)
 
     T = np.array(tasks, dtype=float)

@@ -164,9 +164,10 @@ def verdict(r: dict, max_time: float) -> tuple[bool, str]:
 
 
 def run_demo(method: str, model_dir: str | None, sim_params: dict, max_time: float, settings: dict,
-             record: str | None = None, progress: bool = True) -> dict:
+             record: str | None = None, progress: bool = True, renderer=None) -> dict:
     """Start the nodes in a private context, servo until converged or max_time, stop them
-    (the controller's zero twist included). Returns time series and end metrics."""
+    (the controller's zero twist included). Returns time series and end metrics.
+    renderer: the sim camera's (SimCameraNode; None: latent_vs.scene.Scene)."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
@@ -189,7 +190,7 @@ def run_demo(method: str, model_dir: str | None, sim_params: dict, max_time: flo
     nodes, executor = [], None
     try:
         sim, ctl, probe = _start_nodes(nodes, dict(context=context, namespace=f"latent_vs_demo_{os.getpid()}"),
-                                       method, model_dir, law, sim_params, settings, record)
+                                       method, model_dir, law, sim_params, settings, record, renderer)
         executor = SingleThreadedExecutor(context=context)
         for n in nodes:
             executor.add_node(n)
@@ -218,7 +219,7 @@ def run_demo(method: str, model_dir: str | None, sim_params: dict, max_time: flo
         rclpy.try_shutdown(context=context)
 
 
-def _start_nodes(nodes: list, common: dict, method, model_dir, law, sim_params, settings, record):
+def _start_nodes(nodes: list, common: dict, method, model_dir, law, sim_params, settings, record, renderer=None):
     """sim camera, encoder (mlvs), controller, probe and the optional recorder, appended to
     `nodes` as they start (so that a failure part-way still destroys them). -> (sim, ctl, probe)."""
     from rclpy.parameter import Parameter
@@ -231,7 +232,8 @@ def _start_nodes(nodes: list, common: dict, method, model_dir, law, sim_params, 
     def P(d):
         return [Parameter(k, value=v) for k, v in d.items()]
     scene = law.law.model.scene if law is not None else None  # render the scene the model learnt
-    sim = SimCameraNode(scene_config=scene, parameter_overrides=P(sim_params), **common)
+    sim = SimCameraNode(scene_config=scene, parameter_overrides=P(sim_params),
+                        **({"renderer": renderer} if renderer is not None else {}), **common)
     nodes.append(sim)
     if method == "mlvs":
         nodes.append(EncoderNode(model=law.law.model, **common))
