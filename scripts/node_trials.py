@@ -23,6 +23,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # this checkout's latent_vs
 
+
 def parse_seeds(text: str) -> list[int]:
     out = []
     for part in text.split(","):

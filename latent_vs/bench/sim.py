@@ -73,9 +73,9 @@ def simulate(law, tasks: np.ndarray, iters: int, goal_imgs: np.ndarray | None = 
     scene = scene or law_scene(law)
     N = len(tasks)
     goal = goal_pose(scene)
-    render_factory, renderer = renderer, (renderer(scene, law.camera) if law.camera is not None else None)
-    if renderer is not None and goal_imgs is None:
-        goal_imgs = goal_images(law, N, scene, perturbed=False, seed=0, renderer=render_factory)
+    view = renderer(scene, law.camera) if law.camera is not None else None
+    if view is not None and goal_imgs is None:
+        goal_imgs = goal_images(law, N, scene, perturbed=False, seed=0, renderer=renderer)
     law.set_goal(goal_imgs, goal)
 
     T = np.array(tasks, dtype=float)
@@ -89,7 +89,7 @@ def simulate(law, tasks: np.ndarray, iters: int, goal_imgs: np.ndarray | None = 
     for k in range(iters):
         if active.size == 0:
             break
-        images = np.stack([renderer.render(T[i]) for i in active]) if renderer is not None else None
+        images = np.stack([view.render(T[i]) for i in active]) if view is not None else None
         v = np.asarray(law.step(images, T[active] if law.needs_pose else None, active), dtype=float)
         bad = ~np.all(np.isfinite(v), axis=1)
         v[bad] = 0.0
@@ -100,7 +100,7 @@ def simulate(law, tasks: np.ndarray, iters: int, goal_imgs: np.ndarray | None = 
 
         stop = np.full(active.size, None, dtype=object)
         stop[(k + 1 >= M.VEL_WINDOW) & M.is_still(last_v[active])] = "still"
-        if renderer is not None:
+        if view is not None:
             seen = visible_fraction(scene, law.camera, T[active]) > 0
             out_of_view[active] = np.where(seen, 0, out_of_view[active] + 1)
             stop[out_of_view[active] >= M.LOST_OUT_OF_VIEW_ITERS] = "out_of_view"

@@ -232,8 +232,7 @@ def _start_nodes(nodes: list, common: dict, method, model_dir, law, sim_params, 
     def P(d):
         return [Parameter(k, value=v) for k, v in d.items()]
     scene = law.law.model.scene if law is not None else None  # render the scene the model learnt
-    sim = SimCameraNode(scene_config=scene, parameter_overrides=P(sim_params),
-                        **({"renderer": renderer} if renderer is not None else {}), **common)
+    sim = SimCameraNode(scene_config=scene, renderer=renderer, parameter_overrides=P(sim_params), **common)
     nodes.append(sim)
     if method == "mlvs":
         nodes.append(EncoderNode(model=law.law.model, **common))

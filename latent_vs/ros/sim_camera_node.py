@@ -105,9 +105,9 @@ PARAMETERS = {
 
 
 class SimCameraNode(Node):
-    def __init__(self, scene_config: SceneConfig | None = None, renderer=Scene, **kwargs):
+    def __init__(self, scene_config: SceneConfig | None = None, renderer=None, **kwargs):
         """renderer: (SceneConfig, Camera) -> an object with render(oT_c) -> uint8 image
-        (latent_vs.scene.Scene; scripts/node_trials.py passes an independent ray caster)."""
+        (None: latent_vs.scene.Scene; scripts/node_trials.py passes an independent ray caster)."""
         super().__init__(kwargs.pop("node_name", "sim_camera"), **kwargs)
         for name, (default, desc) in PARAMETERS.items():
             self.declare_parameter(name, default, desc)
@@ -116,7 +116,7 @@ class SimCameraNode(Node):
             if len(p[key]) != 6 or not np.all(np.isfinite(p[key])):
                 raise UserError(f"sim_camera: parameter {key} must be 6 finite numbers (x y z roll pitch yaw)")
         self.scene_config = scene_config or SceneConfig()
-        self.scene = renderer(self.scene_config, camera_for(p["width"], p["height"]))
+        self.scene = (renderer or Scene)(self.scene_config, camera_for(p["width"], p["height"]))
         self.goal_pose = goal_pose(self.scene_config)
         self.dt = 1.0 / p["rate"]
         self.cmd_T_cam = geometry.rpy_to_matrix(*p["hand_eye"])
