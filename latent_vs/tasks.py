@@ -72,7 +72,8 @@ def main(argv=None) -> int:
 def sample_training_poses(n: int, seed: int = 0, scene: SceneConfig = SceneConfig(),
                           margin: float = 1.2, near_goal_fraction: float = 0.25,
                           near_goal_log: bool = True, path_fraction: float = 0.35,
-                          max_roll_deg: float = 150.0, decoupled_fraction: float = 0.0) -> np.ndarray:
+                          max_roll_deg: float = 150.0, decoupled_fraction: float = 0.0,
+                          near_goal_min_mm: float = 0.5, near_goal_min_deg: float = 0.05) -> np.ndarray:
     """Camera poses oT_c (n, 4, 4) for training: the pose pool that makes φ servo straight.
 
     Three parts (four with `decoupled_fraction`), in pose-vector space r = (t, θu) of the camera
@@ -88,12 +89,15 @@ def sample_training_poses(n: int, seed: int = 0, scene: SceneConfig = SceneConfi
         cancels both at one rate, and with r = s·r0 alone a few centimetres from the goal
         means a few degrees, so large rotations close to the goal position were left empty;
       * near the goal (`near_goal_fraction`): each component normal with a scale log-uniform in
-        0.5 mm–8 cm (translation) and 0.05°–8° (rotation), where servoing ends; with
+        `near_goal_min_mm`–8 cm (translation) and `near_goal_min_deg`–8° (rotation), where
+        servoing ends; with
         near_goal_log=False, uniform in a ±5 cm box and up to 10° instead.
     """
     if not (min(near_goal_fraction, path_fraction, decoupled_fraction) >= 0
             and near_goal_fraction + path_fraction + decoupled_fraction <= 1):
         raise ValueError("sample_training_poses: fractions must be >= 0 and sum to <= 1")
+    if not (0 < near_goal_min_mm < 80 and 0 < near_goal_min_deg < 8):
+        raise ValueError("sample_training_poses: near_goal_min_mm must be in (0, 80), near_goal_min_deg in (0, 8)")
     rng = np.random.default_rng(seed)
     n_near = int(round(n * near_goal_fraction))
     n_path = int(round(n * path_fraction))
@@ -104,8 +108,8 @@ def sample_training_poses(n: int, seed: int = 0, scene: SceneConfig = SceneConfi
                           look_at_radius=(0.0, 0.32 * margin), max_roll_deg=max_roll_deg)
     r_path = pose_difference(goal, starts[:n_path]) * rng.uniform(0, 1, (n_path, 1))
     if near_goal_log:
-        scale = np.exp(np.concatenate([rng.uniform(np.log(5e-4), np.log(0.08), (n_near, 1)),
-                                       rng.uniform(np.log(np.deg2rad(0.05)), np.log(np.deg2rad(8.0)), (n_near, 1))], 1))
+        scale = np.exp(np.concatenate([rng.uniform(np.log(near_goal_min_mm * 1e-3), np.log(0.08), (n_near, 1)),
+                                       rng.uniform(np.log(np.deg2rad(near_goal_min_deg)), np.log(np.deg2rad(8.0)), (n_near, 1))], 1))
         d = rng.normal(size=(n_near, 6)) * np.repeat(scale, 3, axis=1)
     else:
         d = np.concatenate([rng.uniform(-0.05, 0.05, (n_near, 3)), rng.normal(size=(n_near, 3))], 1)

@@ -78,6 +78,19 @@ def test_near_goal_log_scale_adds_small_displacements():
     assert t_l[near_l].min() < 0.002 and np.rad2deg(r_l[near_l]).min() < 0.1
 
 
+def test_near_goal_minimum_scale_reaches_below_half_a_millimetre():
+    goal = goal_pose()
+    kw = dict(n=4000, seed=3, near_goal_fraction=0.5, path_fraction=0.0)
+    t_d, r_d = error_metrics(goal, T.sample_training_poses(**kw))
+    t_s, r_s = error_metrics(goal, T.sample_training_poses(**kw, near_goal_min_mm=0.05, near_goal_min_deg=0.005))
+    assert (t_s < 2e-4).sum() > 3 * max((t_d < 2e-4).sum(), 1)      # more poses where the servo ends
+    assert (r_s < np.deg2rad(0.02)).sum() > 3 * max((r_d < np.deg2rad(0.02)).sum(), 1)
+    assert (t_s > 0.05).sum() > 50                                   # still reaching 8 cm per axis
+    for bad in (dict(near_goal_min_mm=0.0), dict(near_goal_min_mm=100.0), dict(near_goal_min_deg=-1.0)):
+        with pytest.raises(ValueError):
+            T.sample_training_poses(10, **bad)
+
+
 def test_training_pool_fills_the_paths_to_the_goal():
     """The path component: starts shrunk towards the goal along r = s·r0, so the pool holds poses
     at every distance between the benchmark's starts and the goal (where trajectories run)."""

@@ -88,8 +88,12 @@ class DataSection:
     near_goal_fraction: float = 0.25
     """fraction of training poses near the goal"""
     near_goal_log: bool = True
-    """near-goal poses: each component normal with a log-uniform scale (0.5 mm–8 cm, 0.05°–8°);
-    False: uniform in a ±5 cm box and up to 10°"""
+    """near-goal poses: each component normal with a log-uniform scale (`near_goal_min_mm`–8 cm,
+    `near_goal_min_deg`–8°); False: uniform in a ±5 cm box and up to 10°"""
+    near_goal_min_mm: float = 0.5
+    """smallest translation scale of the log-uniform near-goal poses [mm]"""
+    near_goal_min_deg: float = 0.05
+    """smallest rotation scale of the log-uniform near-goal poses [deg]"""
     weight_pairs: int = 20000
     """random pose pairs averaged for w_t, w_θu (eq. 8)"""
     sensor_sizes: list = field(default_factory=list)
@@ -106,7 +110,8 @@ class DataSection:
         """Keyword arguments of tasks.sample_training_poses (training and held-out poses alike)."""
         return {"margin": self.margin, "max_roll_deg": self.max_roll_deg, "path_fraction": self.path_fraction,
                 "decoupled_fraction": self.decoupled_fraction, "near_goal_fraction": self.near_goal_fraction,
-                "near_goal_log": self.near_goal_log}
+                "near_goal_log": self.near_goal_log, "near_goal_min_mm": self.near_goal_min_mm,
+                "near_goal_min_deg": self.near_goal_min_deg}
 
 
 @dataclass
