@@ -90,8 +90,7 @@ def sample_training_poses(n: int, seed: int = 0, scene: SceneConfig = SceneConfi
         means a few degrees, so large rotations close to the goal position were left empty;
       * near the goal (`near_goal_fraction`): each component normal with a scale log-uniform in
         `near_goal_min_mm`–8 cm (translation) and `near_goal_min_deg`–8° (rotation), where
-        servoing ends; with
-        near_goal_log=False, uniform in a ±5 cm box and up to 10° instead.
+        servoing ends; with near_goal_log=False, uniform in a ±5 cm box and up to 10° instead.
     """
     if not (min(near_goal_fraction, path_fraction, decoupled_fraction) >= 0
             and near_goal_fraction + path_fraction + decoupled_fraction <= 1):

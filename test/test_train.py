@@ -287,3 +287,12 @@ def test_background_fraction_renders_the_poster_on_random_greys():
         load_config(cfg_path, {"data.background_fraction": 0.3, "renderer": "torch"})
     with pytest.raises(UserError, match="background_fraction"):
         load_config(cfg_path, {"data.background_fraction": 1.5})
+
+
+def test_near_goal_minimum_scale_is_a_checked_config_setting():
+    cfg_path = os.path.join(ROOT, "config", "train_cpu_default.yaml")
+    cfg = load_config(cfg_path, {"data.near_goal_min_mm": 0.1, "data.near_goal_min_deg": 0.01})
+    assert cfg.data.pool()["near_goal_min_mm"] == 0.1 and cfg.data.pool()["near_goal_min_deg"] == 0.01
+    for bad in ({"data.near_goal_min_mm": 0.0}, {"data.near_goal_min_deg": 9.0}):
+        with pytest.raises(UserError, match="near_goal_min"):
+            load_config(cfg_path, bad)
