@@ -69,6 +69,9 @@ def main(argv=None) -> int:
     return 0
 
 
+NEAR_GOAL_MAX_MM, NEAR_GOAL_MAX_DEG = 80.0, 8.0   # upper ends of the log-uniform near-goal scales
+
+
 def sample_training_poses(n: int, seed: int = 0, scene: SceneConfig = SceneConfig(),
                           margin: float = 1.2, near_goal_fraction: float = 0.25,
                           near_goal_log: bool = True, path_fraction: float = 0.35,
@@ -95,8 +98,9 @@ def sample_training_poses(n: int, seed: int = 0, scene: SceneConfig = SceneConfi
     if not (min(near_goal_fraction, path_fraction, decoupled_fraction) >= 0
             and near_goal_fraction + path_fraction + decoupled_fraction <= 1):
         raise ValueError("sample_training_poses: fractions must be >= 0 and sum to <= 1")
-    if not (0 < near_goal_min_mm < 80 and 0 < near_goal_min_deg < 8):
-        raise ValueError("sample_training_poses: near_goal_min_mm must be in (0, 80), near_goal_min_deg in (0, 8)")
+    if not (0 < near_goal_min_mm < NEAR_GOAL_MAX_MM and 0 < near_goal_min_deg < NEAR_GOAL_MAX_DEG):
+        raise ValueError(f"sample_training_poses: near_goal_min_mm must be in (0, {NEAR_GOAL_MAX_MM:g}), "
+                         f"near_goal_min_deg in (0, {NEAR_GOAL_MAX_DEG:g})")
     rng = np.random.default_rng(seed)
     n_near = int(round(n * near_goal_fraction))
     n_path = int(round(n * path_fraction))
@@ -107,8 +111,9 @@ def sample_training_poses(n: int, seed: int = 0, scene: SceneConfig = SceneConfi
                           look_at_radius=(0.0, 0.32 * margin), max_roll_deg=max_roll_deg)
     r_path = pose_difference(goal, starts[:n_path]) * rng.uniform(0, 1, (n_path, 1))
     if near_goal_log:
-        scale = np.exp(np.concatenate([rng.uniform(np.log(near_goal_min_mm * 1e-3), np.log(0.08), (n_near, 1)),
-                                       rng.uniform(np.log(np.deg2rad(near_goal_min_deg)), np.log(np.deg2rad(8.0)), (n_near, 1))], 1))
+        lo, hi = np.log([near_goal_min_mm * 1e-3, np.deg2rad(near_goal_min_deg)]), \
+            np.log([NEAR_GOAL_MAX_MM * 1e-3, np.deg2rad(NEAR_GOAL_MAX_DEG)])
+        scale = np.exp(np.concatenate([rng.uniform(lo[0], hi[0], (n_near, 1)), rng.uniform(lo[1], hi[1], (n_near, 1))], 1))
         d = rng.normal(size=(n_near, 6)) * np.repeat(scale, 3, axis=1)
     else:
         d = np.concatenate([rng.uniform(-0.05, 0.05, (n_near, 3)), rng.normal(size=(n_near, 3))], 1)

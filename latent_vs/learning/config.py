@@ -314,8 +314,10 @@ def validate(cfg: TrainConfig, where: str = "config") -> TrainConfig:
     fractions = (d.path_fraction, d.decoupled_fraction, d.near_goal_fraction)
     if min(fractions) < 0 or sum(fractions) > 1:
         bad("data.path_fraction/decoupled_fraction/near_goal_fraction", "must be >= 0 and sum to <= 1")
-    if not (0 < d.near_goal_min_mm < 80 and 0 < d.near_goal_min_deg < 8):
-        bad("data.near_goal_min_mm/near_goal_min_deg", "must be in (0, 80) mm and (0, 8) deg")
+    from ..tasks import NEAR_GOAL_MAX_DEG, NEAR_GOAL_MAX_MM   # the sampler's upper ends
+    if not (0 < d.near_goal_min_mm < NEAR_GOAL_MAX_MM and 0 < d.near_goal_min_deg < NEAR_GOAL_MAX_DEG):
+        bad("data.near_goal_min_mm/near_goal_min_deg",
+            f"must be in (0, {NEAR_GOAL_MAX_MM:g}) mm and (0, {NEAR_GOAL_MAX_DEG:g}) deg")
     t = cfg.train
     if t.epochs <= 0:
         bad("train.epochs", "must be > 0")
